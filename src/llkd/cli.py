@@ -1,0 +1,67 @@
+"""The ``llkd`` command line. Each subcommand lives in ``llkd.commands.<name>`` and exposes
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# Subcommand modules, in the order `llkd --help` lists them.
+COMMANDS = [
+    "label",
+    "train",
+    "evaluate",
+    "predict",
+    "demo",
+    "export",
+    "teacher_report",
+    "serve_teacher",
+    "bench_teacher",
+    "bench",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llkd", description="Distil an LLM teacher into a small text classifier with LLKD sample selection.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"llkd.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"llkd.commands.{name}":
+                continue  # command not built yet
+            raise
+        cmd = name.replace("_", "-")
+        p = sub.add_parser(cmd, help=module.HELP, description=module.HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "transformers", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from llkd.config import ConfigError
+    from llkd.data.errors import DataError
+    from llkd.models import ModelNotFound
+
+    try:
+        return int(args._run(args) or 0)
+    except (ConfigError, DataError, ModelNotFound) as e:
+        print(f"llkd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llkd {args.command}: interrupted; finished work is saved and a re-run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

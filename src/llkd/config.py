@@ -1,0 +1,169 @@
+"""One validated configuration for a whole llkd run.
+
+YAML files map onto :class:`LLKDConfig` section by section; CLI flags are generated from the
+same fields (``--<section>-<field>``), so ``llkd train --help`` documents every option and a
+flag always overrides the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or flag that cannot be used, with the reason."""
+
+
+def cache_dir() -> Path:
+    """Where llkd keeps converted models and teacher answers (never inside the repo)."""
+    root = os.environ.get("LLKD_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "llkd"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    pool: Path | None = Field(None, description="Unlabeled texts the teacher labels and the student trains on (CSV, TSV, JSONL or Parquet).")
+    test: Path | None = Field(None, description="Labelled texts for evaluation (gold labels are never used for training).")
+    dev: Path | None = Field(None, description="Optional labelled texts evaluated after each epoch.")
+    labels: Path | None = Field(None, description="Label schema YAML: names, optional descriptions and verbalizers.")
+    text_column: str = Field("text", description="Column holding the text.")
+    id_column: str | None = Field(None, description="Column holding a unique id (default: row number).")
+    label_column: str | None = Field("label", description="Column holding the gold label in test/dev files.")
+
+
+class TeacherConfig(_Section):
+    backend: str = Field("hf", description="Teacher backend: hf (transformers, HF folder or GGUF), llamacpp, openai.")
+    model: str = Field("smollm2-135m", description="Packaged short name (smollm2-135m, gemma3-270m, qwen2.5-1.5b), HF folder, GGUF file, or a server's model name.")
+    template: str = Field("auto", description="Prompt template: auto, chat, completion, or a path to a YAML template file.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for local backends.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps.")
+    batch_size: int = Field(16, ge=1, description="Texts scored per forward pass.")
+    calibration: Literal["none", "contextual", "mean"] = Field("none", description="Confidence calibration: contextual (divide by q on 'N/A') or mean (divide by the mean q over the pool).")
+    base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://localhost:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: environment variable that holds the key (never logged).")
+    confidence: Literal["auto", "logprobs", "vote"] = Field("auto", description="openai backend: first-token logprobs, or self-consistency vote share.")
+    votes: int = Field(5, ge=1, description="openai backend: samples per text for vote confidence.")
+    concurrency: int = Field(4, ge=1, description="openai backend: requests in flight.")
+    timeout: float = Field(60.0, gt=0, description="openai backend: seconds per request.")
+    max_retries: int = Field(6, ge=0, description="openai backend: retries on 429/5xx/timeouts, with exponential back-off and jitter.")
+    cache: Path | None = Field(None, description="Teacher answer cache (SQLite). Default: <cache dir>/teacher.sqlite.")
+
+    def cache_path(self) -> Path:
+        return self.cache or cache_dir() / "teacher.sqlite"
+
+
+class SelectionConfig(_Section):
+    selector: str = Field("llkd", description="Sample selector: llkd, all, soft, random, fixed, teacher_adaptive, student_adaptive, freematch.", json_schema_extra={"flag": "--selector"})
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="EMA momentum lambda of the adaptive thresholds.")
+    init: Literal["first_batch", "constant"] = Field("first_batch", description="Threshold initialisation: statistics of the first batch, or init_value.")
+    init_value: float = Field(0.5, ge=0.0, le=1.0, description="Initial global and class levels when init=constant.")
+    weighted: bool = Field(True, description="Weight the loss by teacher confidence x student uncertainty.")
+    fixed_threshold: float = Field(0.7, ge=0.0, le=1.0, description="fixed selector: global teacher-confidence threshold.")
+    keep_rate: float = Field(0.25, gt=0.0, le=1.0, description="random selector: share of the pool kept (set to LLKD's data usage).")
+
+
+class StudentConfig(_Section):
+    model: str = Field("minilm", description="Student encoder: packaged short name (minilm, mpnet) or HF folder.", json_schema_extra={"flag": "--student"})
+    max_length: int = Field(128, ge=8, description="Tokens per text.")
+    batch_size: int = Field(16, ge=1, description="Pool samples per step (selection happens inside each batch).")
+    epochs: float = Field(3, gt=0, description="Passes over the pool.")
+    lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of steps with linear warm-up; linear decay after.")
+    seed: int = Field(42, description="Seed for data order, head init, dropout and selectors.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
+    output: Path = Field(Path("runs/student"), description="Where the trained student (HF folder), logs and checkpoints go.")
+    checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at epoch ends).")
+    resume: bool = Field(True, description="Resume from the checkpoint in output if there is one.")
+
+
+class LLKDConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+
+    @field_validator("data", "teacher", "selection", "student", mode="before")
+    @classmethod
+    def _none_is_default(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "LLKDConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read config: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: config must be a mapping of sections (data, teacher, selection, student)")
+        # Relative paths in a config file are relative to the file, as users expect.
+        for section, keys in (("data", ("pool", "test", "dev", "labels")), ("teacher", ("cache",)), ("student", ("output",))):
+            sec = raw.get(section) or {}
+            for k in keys:
+                if isinstance(sec.get(k), str) and not Path(sec[k]).is_absolute():
+                    sec[k] = str((path.parent / sec[k]).resolve())
+        return cls.validated(raw, source=str(path))
+
+    @classmethod
+    def validated(cls, raw: dict[str, Any], source: str = "config") -> "LLKDConfig":
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ConfigError(f"{source}: {msgs}") from e
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "teacher": TeacherConfig,
+    "selection": SelectionConfig,
+    "student": StudentConfig,
+}
+
+
+def _flag(section: str, name: str, field: Any) -> str:
+    extra = field.json_schema_extra or {}
+    if isinstance(extra, dict) and "flag" in extra:
+        return str(extra["flag"])
+    return f"--{section}-{name}".replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+    """Add one flag per config field of the given sections; defaults stay None so the
+    config file (or the field default) wins unless the flag is given."""
+    parser.add_argument("--config", type=Path, help="YAML config file; flags override it.")
+    for section in sections:
+        group = parser.add_argument_group(f"{section} options")
+        for name, field in SECTIONS[section].model_fields.items():
+            help_ = f"{field.description or ''} (default: {field.default})"
+            kwargs: dict[str, Any] = {"dest": f"cfg__{section}__{name}", "default": None, "help": help_}
+            if field.annotation is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            group.add_argument(_flag(section, name, field), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> LLKDConfig:
+    base: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        base = LLKDConfig.from_yaml(args.config).model_dump(exclude_unset=True)
+    for key, value in vars(args).items():
+        if not key.startswith("cfg__") or value is None:
+            continue
+        _, section, name = key.split("__")
+        base.setdefault(section, {})[name] = value
+    return LLKDConfig.validated(base, source="command line")

@@ -1,0 +1,167 @@
+"""Read texts (and optional ids and gold labels) from CSV, TSV, JSONL, Parquet or records.
+
+Every problem names the file, the row (1-based, data rows; for CSV/TSV/JSONL the line number
+too) and the column. All problems found are reported together, up to a limit, so a user can
+fix a file in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from llkd.data.errors import DataError
+from llkd.data.schema import LabelSchema
+
+MAX_REPORTED = 10
+
+
+@dataclass
+class TextSet:
+    ids: list[str]
+    texts: list[str]
+    labels: list[int] | None  # gold label indices, for evaluation only
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, rows: Sequence[int]) -> "TextSet":
+        return TextSet(
+            [self.ids[i] for i in rows],
+            [self.texts[i] for i in rows],
+            [self.labels[i] for i in rows] if self.labels is not None else None,
+            self.source,
+        )
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); re-encode the file as UTF-8") from e
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    """(rows, line number of each row, column names)."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+        return rows, list(range(1, len(rows) + 1)), list(table.column_names)
+    text = _decode(path)
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        rows, lines, columns = [], [], {}
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n}: not valid JSON ({e.msg})") from e
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: line {n}: expected a JSON object per line")
+            rows.append(obj)
+            lines.append(n)
+            columns.update(dict.fromkeys(obj))
+        return rows, lines, list(columns)
+    if suffix in (".csv", ".tsv", ".txt"):
+        delimiter = "\t" if suffix == ".tsv" else ","
+        if suffix == ".txt":
+            delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",\t;").delimiter
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows, lines = [], []
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)
+        return rows, lines, list(reader.fieldnames or [])
+    raise DataError(f"{path}: unsupported format '{suffix}' (use .csv, .tsv, .jsonl or .parquet)")
+
+
+def load_texts(
+    path: str | Path,
+    text_column: str = "text",
+    id_column: str | None = None,
+    label_column: str | None = None,
+    schema: LabelSchema | None = None,
+    require_labels: bool = False,
+) -> TextSet:
+    """Load a file. Gold labels are read when ``label_column`` exists (or is required)."""
+    path = Path(path)
+    rows, lines, columns = _read_rows(path)
+    return from_records(rows, text_column, id_column, label_column, schema, require_labels, source=str(path), lines=lines, columns=columns)
+
+
+def from_records(
+    records: Iterable[dict[str, Any]],
+    text_column: str = "text",
+    id_column: str | None = None,
+    label_column: str | None = None,
+    schema: LabelSchema | None = None,
+    require_labels: bool = False,
+    source: str = "records",
+    lines: list[int] | None = None,
+    columns: list[str] | None = None,
+) -> TextSet:
+    """Validate records (dicts, a pandas-free list, or a Hugging Face ``datasets.Dataset``)."""
+    rows = list(records)
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    if not rows:
+        raise DataError(f"{source}: no rows")
+
+    def where(i: int) -> str:
+        line = f" (line {lines[i]})" if lines is not None and lines[i] != i + 1 else ""
+        return f"{source}: row {i + 1}{line}"
+
+    for col, role in ((text_column, "text"), (id_column, "id")):
+        if col is not None and col not in columns:
+            raise DataError(f"{source}: missing {role} column '{col}'; columns are: {', '.join(map(str, columns))}")
+    has_labels = label_column is not None and label_column in columns
+    if require_labels and not has_labels:
+        raise DataError(f"{source}: missing label column '{label_column}'; columns are: {', '.join(map(str, columns))}")
+    if has_labels and schema is None:
+        raise DataError(f"{source}: gold labels need a label schema")
+
+    problems: list[str] = []
+    ids: list[str] = []
+    texts: list[str] = []
+    labels: list[int] = []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        text = row.get(text_column)
+        if text is None or not isinstance(text, str) or not text.strip():
+            kind = "missing" if text is None else ("not a string" if not isinstance(text, str) else "empty or whitespace-only")
+            problems.append(f"{where(i)}, column '{text_column}': text is {kind}")
+            text = ""
+        texts.append(text)
+        rid = str(row.get(id_column)) if id_column is not None else str(i)
+        if id_column is not None and (row.get(id_column) is None or not rid.strip()):
+            problems.append(f"{where(i)}, column '{id_column}': id is empty")
+        if rid in seen:
+            problems.append(f"{where(i)}, column '{id_column}': duplicate id '{rid}' (first seen at row {seen[rid] + 1})")
+        else:
+            seen[rid] = i
+        ids.append(rid)
+        if has_labels:
+            assert schema is not None and label_column is not None
+            value = row.get(label_column)
+            try:
+                labels.append(schema.index(value))
+            except KeyError:
+                problems.append(f"{where(i)}, column '{label_column}': label '{value}' is not in the label schema ({', '.join(schema.names)})")
+                labels.append(-1)
+    if problems:
+        more = f"\n... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise DataError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems[:MAX_REPORTED]) + more)
+    return TextSet(ids, texts, labels if has_labels else None, source)

@@ -1,0 +1,19 @@
+"""Teachers: LLM backends behind one interface, a registry, and an on-disk answer cache."""
+
+from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
+from llkd.teacher.cache import TeacherCache
+from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
+
+# Backends register themselves on import.
+from llkd.teacher import hf as _hf  # noqa: F401,E402
+
+try:  # the openai backend needs only httpx; keep import failures from hiding the others
+    from llkd.teacher import openai as _openai  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from llkd.teacher import llamacpp as _llamacpp  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherCache", "PseudoLabels", "build_teacher", "label_texts"]

@@ -1,0 +1,102 @@
+"""Pseudo-label a pool through the cache: ask the teacher only for texts it has not answered."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from llkd.config import TeacherConfig
+from llkd.data.schema import LabelSchema
+from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
+from llkd.teacher.cache import TeacherCache, text_hash
+
+log = logging.getLogger(__name__)
+
+
+def build_teacher(cfg: TeacherConfig, schema: LabelSchema) -> Teacher:
+    cls = TEACHER_BACKENDS.get(cfg.backend)
+    return cls(schema, **cfg.model_dump(exclude={"backend", "cache", "calibration"}))
+
+
+@dataclass
+class PseudoLabels:
+    """Teacher answers aligned with a list of texts (rows with failures have NaN probs)."""
+
+    probs: np.ndarray  # [N, C]
+    methods: list[str]
+    failures: dict[int, str] = field(default_factory=dict)  # row -> reason
+    n_cached: int = 0
+    n_asked: int = 0
+
+    @property
+    def pseudo_labels(self) -> np.ndarray:
+        return np.nan_to_num(self.probs, nan=-1.0).argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return np.nan_to_num(self.probs, nan=0.0).max(axis=1)
+
+    @property
+    def answered(self) -> np.ndarray:
+        return ~np.isnan(self.probs).any(axis=1)
+
+
+def label_texts(
+    teacher: Teacher,
+    texts: Sequence[str],
+    cache: TeacherCache,
+    ids: Sequence[str] | None = None,
+    chunk_size: int = 32,
+    progress: bool = True,
+    desc: str = "teacher",
+) -> PseudoLabels:
+    """Answer every text, reusing cached answers; each chunk is committed before the next,
+    so a killed run resumes where it stopped. Failures are recorded, retried next run."""
+    identity = teacher.identity()
+    hashes = [text_hash(t) for t in texts]
+    cached = cache.get_many(identity, set(hashes))
+    c = teacher.schema.num_labels
+    probs = np.full((len(texts), c), np.nan, dtype=np.float64)
+    methods = [""] * len(texts)
+    todo: list[int] = []
+    first_row: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        if h in cached:
+            probs[i] = cached[h].probs
+            methods[i] = cached[h].method
+        elif h not in first_row:  # duplicate texts are asked once
+            first_row[h] = i
+            todo.append(i)
+    n_cached = len(texts) - sum(1 for h in hashes if h not in cached)
+    failures: dict[int, str] = {}
+    bar = tqdm(total=len(todo), desc=desc, unit="text", disable=not progress or not todo, dynamic_ncols=True)
+    for start in range(0, len(todo), chunk_size):
+        rows = todo[start : start + chunk_size]
+        results = teacher.score([texts[i] for i in rows])
+        if len(results) != len(rows):
+            raise RuntimeError(f"teacher returned {len(results)} answers for {len(rows)} texts")
+        cache.put_many(identity, [(hashes[i], ids[i] if ids is not None else None, r) for i, r in zip(rows, results)])
+        for i, r in zip(rows, results):
+            if isinstance(r, TeacherAnswer):
+                probs[i] = r.probs
+                methods[i] = r.method
+            else:
+                assert isinstance(r, TeacherFailure)
+                failures[i] = r.reason
+        bar.update(len(rows))
+        bar.set_postfix(failed=len(failures))
+    bar.close()
+    # Copy answers to duplicate texts.
+    for i, h in enumerate(hashes):
+        j = first_row.get(h)
+        if j is not None and j != i:
+            probs[i], methods[i] = probs[j], methods[j]
+            if j in failures:
+                failures[i] = failures[j]
+    if failures:
+        log.warning("%d of %d texts have no teacher answer (recorded in the cache; a re-run retries them)", len(failures), len(texts))
+    return PseudoLabels(probs=probs, methods=methods, failures=failures, n_cached=n_cached, n_asked=len(todo))

@@ -1,0 +1,84 @@
+"""Prompt templates: editable YAML files that say how a text becomes a teacher prompt.
+
+A template renders to ``prefix + text + suffix``; the prefix (instruction, labels, few-shot
+examples) is the same for every text, which is what lets local backends compute it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llkd.data.schema import LabelSchema
+
+_SENTINEL = "\u241f__LLKD_TEXT__\u241f"
+BUILTIN = ("chat", "completion")
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    kind: str  # "chat" uses the model's chat template; "completion" is plain text
+    instruction: str
+    body: str
+    system: str | None = None
+    verbalizer_prefix: str = ""
+    examples: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    example_format: str = "Text: {text}\nCategory: {label}\n"
+
+    @classmethod
+    def load(cls, name_or_path: str) -> "PromptTemplate":
+        if name_or_path in BUILTIN:
+            text = resources.files("llkd.resources.templates").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
+            source = name_or_path
+        else:
+            path = Path(name_or_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"prompt template '{name_or_path}' is neither built in ({', '.join(BUILTIN)}) nor a file")
+            text, source = path.read_text("utf-8"), str(path)
+        raw: dict[str, Any] = yaml.safe_load(text) or {}
+        unknown = set(raw) - {"kind", "instruction", "body", "system", "verbalizer_prefix", "examples", "example_format"}
+        if unknown:
+            raise ValueError(f"{source}: unknown template keys {sorted(unknown)}")
+        for key in ("kind", "instruction", "body"):
+            if key not in raw:
+                raise ValueError(f"{source}: template needs '{key}'")
+        if "{text}" not in raw["body"]:
+            raise ValueError(f"{source}: template body must contain {{text}}")
+        raw["examples"] = tuple(raw.get("examples") or ())
+        return cls(**raw)
+
+    def fingerprint(self) -> str:
+        blob = yaml.safe_dump(self.__dict__ | {"examples": list(self.examples)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def render_user(self, schema: LabelSchema, text: str) -> str:
+        label_list = ", ".join(lab.answer for lab in schema.labels)
+        descriptions = "\n".join(f"- {lab.answer}: {lab.description}" for lab in schema.labels if lab.description)
+        instruction = self.instruction.format(
+            label_list=label_list,
+            label_descriptions=descriptions,
+            task=schema.task or "text",
+        ).strip()
+        examples = "".join(
+            self.example_format.format(text=ex["text"], label=schema.labels[schema.index(ex["label"])].answer)
+            for ex in self.examples
+        )
+        return self.body.format(instruction=instruction, examples=examples, text=text)
+
+    def split(self, schema: LabelSchema, tokenizer: Any) -> tuple[str, str]:
+        """(prefix, suffix) strings around the text, with the model's chat markup applied."""
+        user = self.render_user(schema, _SENTINEL)
+        if self.kind == "chat":
+            messages = [{"role": "user", "content": user}]
+            if self.system:
+                messages.insert(0, {"role": "system", "content": self.system})
+            full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            full = (tokenizer.bos_token or "") + user
+        prefix, _, suffix = full.partition(_SENTINEL)
+        return prefix, suffix
