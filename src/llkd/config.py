@@ -154,6 +154,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...])
             kwargs: dict[str, Any] = {"dest": f"cfg__{section}__{name}", "default": None, "help": help_}
             if field.annotation is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["metavar"] = name.upper()
             group.add_argument(_flag(section, name, field), **kwargs)
 
 

@@ -1,0 +1,37 @@
+"""llkd train: train a student on teacher pseudo-labels with a chosen selector."""
+
+from __future__ import annotations
+
+import argparse
+
+from llkd.config import add_config_flags, config_from_args
+from llkd.pipeline import evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
+
+HELP = "Train a student encoder on the teacher's pseudo-labels, selecting samples with the chosen selector (default: llkd)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    add_config_flags(p, ("data", "teacher", "selection", "student"))
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    schema = load_schema(cfg.data)
+    pool = load_split(cfg.data, "pool", schema)
+    dev = load_split(cfg.data, "dev", schema, require_labels=True) if cfg.data.dev else None
+    teacher = pseudo_label(cfg.teacher, schema, pool, progress=not args.no_progress)
+    if teacher.labels.failures:
+        print(f"warning: {len(teacher.labels.failures)} pool texts have no teacher answer and are left out (re-run `llkd label` to retry)")
+    result, meter = train_student(cfg, schema, pool, teacher.labels.probs, dev, progress=not args.no_progress)
+    summary = {"selector": cfg.selection.selector, **result.summary(), "teacher": teacher.meter.as_dict(), "train": meter.as_dict()}
+    print(f"student saved to {result.model_dir}")
+    print(f"data usage {result.data_usage:.1%} of the pool; {result.gradient_samples} gradient samples in {result.optimizer_updates} updates over {result.steps} steps; "
+          f"train {meter.seconds:.1f}s, peak {meter.peak_rss_mb:.0f} MB")
+    if cfg.data.test:
+        test = load_split(cfg.data, "test", schema, require_labels=True)
+        report, _, _ = evaluate_student(result.model_dir, test, cfg.student.max_length)
+        print(report.table())
+        summary["test"] = report.as_dict()
+    write_json(cfg.student.output / "summary.json", summary)
+    return 0

@@ -1,0 +1,93 @@
+"""The pipeline as functions: data -> teacher -> selection/student -> evaluation.
+
+The CLI commands and the benchmark are thin layers over these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llkd.config import DataConfig, LLKDConfig, TeacherConfig
+from llkd.data.errors import DataError
+from llkd.data.loading import TextSet, load_texts
+from llkd.data.schema import LabelSchema
+from llkd.evaluation.metering import StageMeter
+from llkd.evaluation.metrics import ClassificationReport, classification_report
+from llkd.teacher.cache import TeacherCache
+from llkd.teacher.calibration import CONTENT_FREE, contextual_calibrate, mean_calibrate
+from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
+
+log = logging.getLogger(__name__)
+
+
+def load_schema(data: DataConfig) -> LabelSchema:
+    if data.labels is None:
+        raise DataError("no label schema given (data.labels / --data-labels)")
+    return LabelSchema.from_yaml(data.labels)
+
+
+def load_split(data: DataConfig, which: str, schema: LabelSchema, require_labels: bool = False) -> TextSet:
+    path = getattr(data, which)
+    if path is None:
+        raise DataError(f"no {which} file given (data.{which} / --data-{which})")
+    return load_texts(path, data.text_column, data.id_column, data.label_column, schema, require_labels=require_labels)
+
+
+@dataclass
+class TeacherRun:
+    labels: PseudoLabels
+    meter: StageMeter
+    identity: str
+
+
+def pseudo_label(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool = True, desc: str = "teacher") -> TeacherRun:
+    """Teacher answers for every text (cached), calibrated as configured."""
+    with StageMeter("teacher") as meter, TeacherCache(cfg.cache_path()) as cache:
+        teacher = build_teacher(cfg, schema)
+        try:
+            result = label_texts(teacher, texts.texts, cache, ids=texts.ids, progress=progress, desc=desc)
+            if cfg.calibration == "contextual":
+                cf = label_texts(teacher, [CONTENT_FREE], cache, progress=False)
+                result.probs = contextual_calibrate(result.probs, cf.probs[0])
+            elif cfg.calibration == "mean":
+                result.probs = mean_calibrate(result.probs)
+            identity = teacher.identity()
+        finally:
+            teacher.close()
+    return TeacherRun(result, meter, identity)
+
+
+def evaluate_probs(probs: np.ndarray, gold: list[int], schema: LabelSchema) -> ClassificationReport:
+    return classification_report(gold, probs.argmax(axis=1), schema.names)
+
+
+def train_student(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, teacher_probs: np.ndarray, dev: TextSet | None = None, progress: bool = True) -> tuple[Any, StageMeter]:
+    from llkd.student.trainer import StudentTrainer
+
+    trainer = StudentTrainer(cfg.student, cfg.selection, schema, pool, teacher_probs, dev=dev, progress=progress)
+    with StageMeter("student") as meter:
+        result = trainer.train()
+    result.trainer = trainer  # type: ignore[attr-defined]
+    return result, meter
+
+
+def evaluate_student(model_dir: str | Path, test: TextSet, max_length: int = 128) -> tuple[ClassificationReport, np.ndarray, StageMeter]:
+    from llkd.student.model import load_trained, predict_probs
+
+    with StageMeter("evaluate") as meter:
+        model, tokenizer, schema = load_trained(model_dir)
+        probs = predict_probs(model, tokenizer, test.texts, max_length)
+    if test.labels is None:
+        raise DataError(f"{test.source}: evaluation needs gold labels")
+    return evaluate_probs(probs, test.labels, schema), probs, meter
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2, default=str))

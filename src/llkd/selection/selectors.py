@@ -1,0 +1,199 @@
+"""Sample selectors: LLKD and every baseline of method.md section 6 behind one interface.
+
+A selector sees one training batch (teacher pseudo-labels and confidences, and, if it asks
+for them, the student's current probabilities) and returns which samples to train on and
+with what loss weight. Adding a method is one small registered class.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from llkd.config import SelectionConfig
+from llkd.registry import Registry
+from llkd.selection.thresholds import AdaptiveThreshold, Reducer, above_threshold, loss_weights, normalized_entropy
+
+
+@dataclass
+class SelectionBatch:
+    indices: torch.Tensor  # [B] pool row of each sample
+    pseudo_labels: torch.Tensor  # [B] teacher's labels
+    teacher_probs: torch.Tensor  # [B, C]
+    student_probs: torch.Tensor | None = None  # [B, C], only for selectors with needs_student
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        return self.teacher_probs.max(dim=-1).values
+
+    @property
+    def uncertainty(self) -> torch.Tensor:
+        if self.student_probs is None:
+            raise ValueError("this selector needs the student's probabilities")
+        return normalized_entropy(self.student_probs)
+
+
+@dataclass
+class Selection:
+    mask: torch.Tensor  # [B] bool
+    weights: torch.Tensor  # [B] float, mean 1 over the selected samples, 0 elsewhere
+    stats: dict[str, Any] = field(default_factory=dict)  # thresholds etc., for the step log
+
+
+class Selector(ABC):
+    registry_name: str = ""
+    needs_student: bool = False  # run a forward-only scoring pass before selecting
+    soft_targets: bool = False  # train on the teacher distribution instead of hard labels
+
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
+        self.num_classes = num_classes
+        self.cfg = cfg
+        self.pool_size = pool_size
+        self.seed = seed
+        self.reduce: Reducer | None = None  # set by a distributed trainer
+
+    def select(self, batch: SelectionBatch) -> Selection:
+        mask = torch.ones(len(batch.indices), dtype=torch.bool)
+        return Selection(mask, loss_weights(mask))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+SELECTORS: Registry[Selector] = Registry("selector")
+
+
+def build_selector(cfg: SelectionConfig, num_classes: int, pool_size: int, seed: int) -> Selector:
+    return SELECTORS.get(cfg.selector)(num_classes, cfg, pool_size=pool_size, seed=seed)
+
+
+@SELECTORS.register("all")
+class AllSelector(Selector):
+    """Every pseudo-label, hard targets."""
+
+
+@SELECTORS.register("soft")
+class SoftSelector(Selector):
+    """Every sample, trained towards the teacher's full distribution (standard KD)."""
+
+    soft_targets = True
+
+
+@SELECTORS.register("random")
+class RandomSelector(Selector):
+    """A fixed random subset of the pool of size keep_rate * N (set keep_rate to LLKD's data
+    usage for the matched-budget baseline); a sample in it is used whenever it comes up."""
+
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
+        super().__init__(num_classes, cfg, pool_size, seed)
+        if pool_size <= 0:
+            raise ValueError("random selector needs the pool size")
+        keep = np.zeros(pool_size, dtype=bool)
+        n = max(1, round(cfg.keep_rate * pool_size))
+        keep[np.random.default_rng(seed).choice(pool_size, size=n, replace=False)] = True
+        self.keep = torch.from_numpy(keep)
+
+    def select(self, batch: SelectionBatch) -> Selection:
+        mask = self.keep[batch.indices.cpu()]
+        return Selection(mask, loss_weights(mask))
+
+
+@SELECTORS.register("fixed")
+class FixedThresholdSelector(Selector):
+    """Teacher confidence above one fixed global threshold."""
+
+    def select(self, batch: SelectionBatch) -> Selection:
+        mask = (batch.confidence >= self.cfg.fixed_threshold).cpu()
+        return Selection(mask, loss_weights(mask), {"teacher_threshold": self.cfg.fixed_threshold})
+
+
+@SELECTORS.register("llkd")
+class LLKDSelector(Selector):
+    """Keep samples the teacher is confident about AND the student is uncertain about, each
+    against its own class-wise adaptive threshold; weight the loss by c * u (method.md 3-4)."""
+
+    use_teacher = True
+    use_student = True
+    needs_student = True
+
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
+        super().__init__(num_classes, cfg, pool_size, seed)
+        self.teacher_threshold = AdaptiveThreshold(num_classes, cfg.momentum, cfg.init, cfg.init_value)
+        self.student_threshold = AdaptiveThreshold(num_classes, cfg.momentum, cfg.init, cfg.init_value)
+
+    def select(self, batch: SelectionBatch) -> Selection:
+        y = batch.pseudo_labels.cpu()
+        mask = torch.ones(len(y), dtype=torch.bool)
+        signals: list[torch.Tensor] = []
+        stats: dict[str, Any] = {}
+        if self.use_teacher:
+            c = batch.confidence.detach().cpu()
+            tau_t = self.teacher_threshold.update(c, y, self.reduce)
+            mask &= above_threshold(c, y, tau_t)
+            signals.append(c)
+            stats["teacher_threshold"] = tau_t.tolist()
+            stats["teacher_global"] = self.teacher_threshold.global_level
+        if self.use_student:
+            u = batch.uncertainty.detach().cpu()
+            tau_s = self.student_threshold.update(u, y, self.reduce)
+            mask &= above_threshold(u, y, tau_s)
+            signals.append(u)
+            stats["student_threshold"] = tau_s.tolist()
+            stats["student_global"] = self.student_threshold.global_level
+            stats["mean_uncertainty"] = float(u.mean())
+        weights = loss_weights(mask, *signals) if self.cfg.weighted else loss_weights(mask)
+        return Selection(mask, weights, stats)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher_threshold.state_dict(), "student": self.student_threshold.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.teacher_threshold.load_state_dict(state["teacher"])
+        self.student_threshold.load_state_dict(state["student"])
+
+
+@SELECTORS.register("teacher_adaptive")
+class TeacherAdaptiveSelector(LLKDSelector):
+    """LLKD's teacher side only: class-wise adaptive threshold on teacher confidence."""
+
+    use_student = False
+    needs_student = False
+
+
+@SELECTORS.register("student_adaptive")
+class StudentAdaptiveSelector(LLKDSelector):
+    """LLKD's student side only: class-wise adaptive threshold on student uncertainty."""
+
+    use_teacher = False
+
+
+@SELECTORS.register("freematch")
+class FreeMatchSelector(Selector):
+    """FreeMatch-style self-adaptive threshold on the student's own confidence (max p), with
+    classes taken from the student's prediction; targets stay the teacher's pseudo-labels."""
+
+    needs_student = True
+
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
+        super().__init__(num_classes, cfg, pool_size, seed)
+        self.threshold = AdaptiveThreshold(num_classes, cfg.momentum, cfg.init, cfg.init_value)
+
+    def select(self, batch: SelectionBatch) -> Selection:
+        assert batch.student_probs is not None
+        conf, pred = batch.student_probs.detach().cpu().max(dim=-1)
+        tau = self.threshold.update(conf, pred, self.reduce)
+        mask = above_threshold(conf, pred, tau)
+        return Selection(mask, loss_weights(mask), {"student_threshold": tau.tolist(), "student_global": self.threshold.global_level})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.threshold.load_state_dict(state["threshold"])

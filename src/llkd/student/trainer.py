@@ -1,0 +1,270 @@
+"""The LLKD training loop.
+
+Per step: a forward-only scoring pass over the batch (when the selector needs the student),
+selection, then forward+backward on the selected samples only with the weighted loss, so
+training cost falls with the selection rate. Runs on CPU, one GPU, or several GPUs / CPU
+processes through accelerate (each process takes its share of every batch; threshold
+statistics are summed across processes so all ranks keep identical thresholds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llkd.config import SelectionConfig, StudentConfig
+from llkd.data.loading import TextSet
+from llkd.data.schema import LabelSchema
+from llkd.evaluation.metrics import classification_report
+from llkd.selection.selectors import SelectionBatch, build_selector
+from llkd.selection.thresholds import weighted_cross_entropy, weighted_soft_cross_entropy
+from llkd.student.model import collate, encode, load_student, predict_probs, save_student
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    steps: int
+    optimizer_updates: int
+    gradient_samples: int  # sample-steps that got a backward pass
+    sample_steps_seen: int
+    data_usage: float  # distinct pool samples ever selected / pool size
+    selected_rows: np.ndarray  # bool [N]
+    dev_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sample_step_rate(self) -> float:
+        return self.gradient_samples / max(self.sample_steps_seen, 1)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "optimizer_updates": self.optimizer_updates,
+            "gradient_samples": self.gradient_samples,
+            "sample_steps_seen": self.sample_steps_seen,
+            "sample_step_rate": round(self.sample_step_rate, 4),
+            "data_usage": round(self.data_usage, 4),
+            "distinct_samples_used": int(self.selected_rows.sum()),
+        }
+
+
+class StudentTrainer:
+    def __init__(
+        self,
+        student: StudentConfig,
+        selection: SelectionConfig,
+        schema: LabelSchema,
+        pool: TextSet,
+        teacher_probs: np.ndarray,
+        dev: TextSet | None = None,
+        progress: bool = True,
+    ) -> None:
+        """``teacher_probs`` [N, C] aligned with ``pool``; rows that are NaN (no teacher
+        answer) are left out of training."""
+        if teacher_probs.shape != (len(pool), schema.num_labels):
+            raise ValueError(f"teacher_probs has shape {teacher_probs.shape}, expected {(len(pool), schema.num_labels)}")
+        self.cfg = student
+        self.selection_cfg = selection
+        self.schema = schema
+        answered = ~np.isnan(teacher_probs).any(axis=1)
+        if not answered.any():
+            raise ValueError("no pool text has a teacher answer")
+        self.rows = np.flatnonzero(answered)  # pool rows used
+        self.pool = pool
+        self.teacher_probs = torch.tensor(np.nan_to_num(teacher_probs[self.rows]), dtype=torch.float32)
+        self.pseudo_labels = self.teacher_probs.argmax(dim=1)
+        self.dev = dev
+        self.progress = progress
+        self.output = Path(student.output)
+
+    # ------------------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        from accelerate import Accelerator
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        acc = Accelerator(cpu=cpu)
+        seed_everything(cfg.seed)
+        model, tokenizer = load_student(cfg.model, self.schema)
+        device = acc.device
+        model.to(device)
+        encoded = encode(tokenizer, [self.pool.texts[i] for i in self.rows], cfg.max_length)
+        n = len(encoded)
+        selector = build_selector(self.selection_cfg, self.schema.num_labels, n, cfg.seed)
+        if acc.num_processes > 1:
+            selector.reduce = lambda t: acc.reduce(t.to(device), reduction="sum")
+
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+        model, optimizer = acc.prepare(model, optimizer)
+
+        state = {"step": 0, "updates": 0, "gradient_samples": 0, "seen": 0, "selected": np.zeros(n, dtype=bool), "dev_history": []}
+        self.output.mkdir(parents=True, exist_ok=True)
+        ckpt = self.output / CHECKPOINT
+        if cfg.resume and ckpt.exists():
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            if saved.get("fingerprint") != self._fingerprint(n):
+                log.warning("%s belongs to another run (data or settings differ); starting fresh", ckpt)
+            else:
+                acc.unwrap_model(model).load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                scheduler.load_state_dict(saved["scheduler"])
+                selector.load_state_dict(saved["selector"])
+                torch.set_rng_state(saved["torch_rng"])
+                state.update(saved["state"])
+                log.info("resumed from %s at step %d/%d", ckpt, state["step"], total_steps)
+
+        log_path = self.output / "steps.jsonl"
+        log_file = open(log_path, "a" if state["step"] else "w", encoding="utf-8")
+        bar = tqdm(total=total_steps, initial=state["step"], desc=f"student[{self.selection_cfg.selector}]", unit="step", disable=not self.progress or not acc.is_main_process, dynamic_ncols=True)
+        model.train()
+        try:
+            while state["step"] < total_steps:
+                step = state["step"]
+                epoch, k = divmod(step, steps_per_epoch)
+                order = np.random.default_rng(cfg.seed + epoch).permutation(n)
+                batch_rows = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+                batch_rows = batch_rows[acc.process_index :: acc.num_processes]  # this process's share
+                loss_value, n_sel = self._step(model, tokenizer, encoded, batch_rows, selector, optimizer, acc, device, state)
+                scheduler.step()  # same LR schedule for every method, whatever it selected
+                state["step"] = step + 1
+                rate = n_sel / max(len(batch_rows), 1)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}" if loss_value == loss_value else "-", sel=f"{rate:.2f}", used=f"{state['selected'].mean():.2f}")
+                if (state["step"] % steps_per_epoch == 0) or state["step"] == total_steps:
+                    if self.dev is not None and acc.is_main_process:
+                        state["dev_history"].append(self._evaluate_dev(acc.unwrap_model(model), tokenizer, epoch + 1))
+                    self._checkpoint(acc, model, optimizer, scheduler, selector, state, n)
+                elif cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
+                    self._checkpoint(acc, model, optimizer, scheduler, selector, state, n)
+                log_file.write(json.dumps(self._log_row(state, epoch, len(batch_rows), n_sel, loss_value, scheduler)) + "\n")
+                log_file.flush()
+        finally:
+            bar.close()
+            log_file.close()
+        model_dir = self.output / "model"
+        if acc.is_main_process:
+            result = self._result(model_dir, state, n)
+            save_student(acc.unwrap_model(model), tokenizer, self.schema, model_dir, {"training": result.summary(), "selector": self.selection_cfg.selector})
+        acc.wait_for_everyone()
+        self.model = acc.unwrap_model(model)
+        self.tokenizer = tokenizer
+        return self._result(model_dir, state, n)
+
+    # ------------------------------------------------------------------------------------
+    def _step(self, model: Any, tokenizer: Any, encoded: list[list[int]], batch_rows: np.ndarray, selector: Any, optimizer: Any, acc: Any, device: torch.device, state: dict) -> tuple[float, int]:
+        idx = torch.from_numpy(batch_rows)
+        batch = SelectionBatch(indices=idx, pseudo_labels=self.pseudo_labels[idx], teacher_probs=self.teacher_probs[idx])
+        if selector.needs_student and len(batch_rows):
+            model.eval()
+            with torch.no_grad():
+                logits = model(**collate(tokenizer, [encoded[i] for i in batch_rows], device)).logits
+            model.train()
+            batch.student_probs = torch.softmax(logits.float(), dim=-1).cpu()
+        selection = selector.select(batch) if len(batch_rows) else None
+        self._last_stats = selection.stats if selection is not None else {}
+        mask = selection.mask if selection is not None else torch.zeros(0, dtype=torch.bool)
+        n_sel = int(mask.sum())
+        state["seen"] += len(batch_rows)
+        if n_sel == 0 and acc.num_processes == 1:
+            return float("nan"), 0  # empty S_t: no update this step
+        chosen = batch_rows[mask.numpy()] if n_sel else batch_rows[:1]
+        weights = selection.weights[mask] if n_sel else torch.zeros(1)
+        logits = model(**collate(tokenizer, [encoded[i] for i in chosen], device)).logits.float()
+        ch = torch.from_numpy(chosen)
+        w = weights.to(device)
+        if selector.soft_targets:
+            loss = weighted_soft_cross_entropy(logits, self.teacher_probs[ch].to(device), w)
+        else:
+            loss = weighted_cross_entropy(logits, self.pseudo_labels[ch].to(device), w)
+        acc.backward(loss)  # with DDP an empty share still joins the all-reduce, with weight 0
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["updates"] += 1
+        state["gradient_samples"] += n_sel
+        if n_sel:
+            state["selected"][chosen] = True
+        return float(loss.detach()), n_sel
+
+    def _log_row(self, state: dict, epoch: int, batch: int, n_sel: int, loss: float, scheduler: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "step": state["step"],
+            "epoch": epoch,
+            "batch": batch,
+            "selected": n_sel,
+            "selection_rate": round(n_sel / max(batch, 1), 4),
+            "loss": None if loss != loss else round(loss, 6),
+            "lr": scheduler.get_last_lr()[0],
+            "data_usage": round(float(state["selected"].mean()), 4),
+        }
+        row.update(self._last_stats or {})
+        return row
+
+    def _evaluate_dev(self, model: Any, tokenizer: Any, epoch: int) -> dict[str, Any]:
+        assert self.dev is not None and self.dev.labels is not None
+        probs = predict_probs(model, tokenizer, self.dev.texts, self.cfg.max_length)
+        rep = classification_report(self.dev.labels, probs.argmax(1), self.schema.names)
+        log.info("epoch %d dev accuracy %.4f macro-F1 %.4f", epoch, rep.accuracy, rep.macro_f1)
+        return {"epoch": epoch, "accuracy": rep.accuracy, "macro_f1": rep.macro_f1}
+
+    def _fingerprint(self, n: int) -> str:
+        return json.dumps([n, self.cfg.model_dump(mode="json", exclude={"resume", "output", "checkpoint_every", "threads", "device"}), self.selection_cfg.model_dump(mode="json"), float(self.teacher_probs.sum())], sort_keys=True)
+
+    def _checkpoint(self, acc: Any, model: Any, optimizer: Any, scheduler: Any, selector: Any, state: dict, n: int) -> None:
+        if not acc.is_main_process:
+            return
+        path = self.output / CHECKPOINT
+        tmp = path.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": acc.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "selector": selector.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+                "fingerprint": self._fingerprint(n),
+            },
+            tmp,
+        )
+        os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint
+
+    def _result(self, model_dir: Path, state: dict, n: int) -> TrainResult:
+        selected_pool = np.zeros(len(self.pool), dtype=bool)
+        selected_pool[self.rows[state["selected"]]] = True
+        return TrainResult(
+            model_dir=model_dir,
+            steps=state["step"],
+            optimizer_updates=state["updates"],
+            gradient_samples=state["gradient_samples"],
+            sample_steps_seen=state["seen"],
+            data_usage=float(selected_pool.sum() / len(self.pool)),
+            selected_rows=selected_pool,
+            dev_history=list(state["dev_history"]),
+        )

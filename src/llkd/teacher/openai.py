@@ -1,0 +1,375 @@
+"""Teacher behind any OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp
+server, ``llkd serve-teacher``, hosted APIs).
+
+Confidence comes from one of two signals (method.md section 1 for servers):
+- ``logprobs``: the top log-probs of the first generated token. Each candidate token is
+  credited to the label whose verbalizer it starts (case-insensitive, whitespace-stripped),
+  if exactly one does; the mass per label is renormalised over the label set.
+- ``vote``: k sampled replies (temperature 1), each parsed to a label; the vote share.
+``auto`` uses logprobs and switches to voting the first time the server returns none.
+
+Servers fail in ordinary ways (rate limits, restarts, overload, truncated bodies), so every
+request is retried with exponential back-off and full jitter, honouring Retry-After; a text
+whose retries run out gets a ``TeacherFailure`` naming the last error. ``score`` never raises
+for one text's trouble and never drops a text.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import httpx
+
+from llkd.config import ConfigError
+from llkd.data.schema import LabelSchema
+from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
+from llkd.teacher.prompt import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+# Mass given to labels no reply/token supported, so every answer is a proper distribution
+# (downstream losses take logs) without visibly moving the confidence.
+EPSILON = 1e-6
+TOP_LOGPROBS = 20  # the most the OpenAI API allows
+_RETRYABLE_STATUS = {408, 409, 425, 429}  # plus every 5xx
+
+
+class RequestFailed(Exception):
+    """A request that cannot succeed (retries exhausted or a non-retryable error)."""
+
+
+# -- answer parsing -------------------------------------------------------------------------
+
+
+def _norm(s: str) -> str:
+    return s.strip().lower()
+
+
+def label_mass_from_top_logprobs(schema: LabelSchema, top: Sequence[dict[str, Any]]) -> list[float]:
+    """Probability mass per label from one token's ``top_logprobs`` entries.
+
+    A token counts for a label when it is a (case-insensitive, whitespace-stripped) prefix of
+    exactly that label's verbalizer: " Sports" and "Sp" count for Sports, while "S", a prefix
+    of both Sports and Sci/Tech, counts for neither. Spellings of one label add up.
+    """
+    answers = [_norm(lab.answer) for lab in schema.labels]
+    mass = [0.0] * len(answers)
+    for entry in top:
+        token = _norm(str(entry.get("token", "")))
+        logprob = entry.get("logprob")
+        if not token or not isinstance(logprob, (int, float)) or not math.isfinite(logprob):
+            continue
+        matches = [i for i, a in enumerate(answers) if a.startswith(token)]
+        if len(matches) == 1:
+            mass[matches[0]] += math.exp(logprob)
+    return mass
+
+
+_EDGE_PUNCT = " \t\r\n\"'`*_.,:;!?()[]{}<>"
+
+
+def label_from_reply(schema: LabelSchema, reply: str) -> int | None:
+    """The label a free-text reply names, or None.
+
+    An exact match (ignoring case, whitespace and surrounding punctuation) of a verbalizer or
+    label name wins; otherwise the label mentioned first, as a whole word, in the reply
+    (the longer name on a tie, so "Sci/Tech" beats "Sci").
+    """
+    forms = [(i, _norm(f)) for i, lab in enumerate(schema.labels) for f in {lab.answer, lab.name} if f.strip()]
+    core = _norm(reply).strip(_EDGE_PUNCT)
+    for i, form in forms:
+        if core == form:
+            return i
+    text = _norm(reply)
+    best: tuple[int, int, int] | None = None  # (position, -length, label)
+    for i, form in forms:
+        m = re.search(rf"(?<!\w){re.escape(form)}(?!\w)", text)
+        if m and (best is None or (m.start(), -len(form)) < best[:2]):
+            best = (m.start(), -len(form), i)
+    return None if best is None else best[2]
+
+
+def _first_token_top_logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """``choices[i].logprobs.content[0].top_logprobs``, or None when the server sent none."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return None
+    top = content[0].get("top_logprobs")
+    return top if isinstance(top, list) and top else None
+
+
+def _reply_text(choice: dict[str, Any]) -> str:
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+# -- retry policy ---------------------------------------------------------------------------
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class ScoreStats:
+    """What one ``score()`` call went through; logged, and kept as ``teacher.last_stats``."""
+
+    answered: int = 0
+    failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    retry_reasons: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def retried(self, reason: str) -> None:
+        with self._lock:
+            self.retries += 1
+            self.retry_reasons[reason] += 1
+
+
+# -- the backend ----------------------------------------------------------------------------
+
+
+@TEACHER_BACKENDS.register("openai")
+class OpenAITeacher(Teacher):
+    def __init__(
+        self,
+        schema: LabelSchema,
+        model: str = "smollm2-135m",
+        template: str = "auto",
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        confidence: str = "auto",
+        votes: int = 5,
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        max_tokens: int = 8,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_after_max: float = 60.0,
+        **_: Any,
+    ) -> None:
+        super().__init__(schema)
+        if not base_url:
+            raise ConfigError("the openai teacher backend needs teacher.base_url, e.g. http://localhost:8000/v1")
+        if confidence not in ("auto", "logprobs", "vote"):
+            raise ConfigError(f"teacher.confidence must be auto, logprobs or vote, not '{confidence}'")
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError(f"teacher.base_url must be an http(s) URL, not '{base_url}'")
+        path = url.path.rstrip("/") or "/v1"  # "http://host:8000" means the usual /v1 root
+        self.base_url = url.copy_with(path=path, username=None, password=None, query=None, fragment=None)
+        self._endpoint = str(self.base_url) + "/chat/completions"
+        self.model_name = model
+        self.template = PromptTemplate.load("chat" if template == "auto" else template)
+        self.confidence = confidence
+        self.votes = votes
+        self.concurrency = max(1, concurrency)
+        self.timeout = timeout
+        self.max_retries = max(0, max_retries)
+        self.max_tokens = max_tokens
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        self.last_stats = ScoreStats()
+        self._logprobs_ok = confidence != "vote"  # auto: until the server shows it has none
+        self._mode_lock = threading.Lock()
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(api_key_env) if api_key_env else None
+        if key:  # local servers need none; the key lives only in this header, never in logs
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+        )
+
+    def identity(self) -> str:
+        where = f"{self.base_url.host}{':' + str(self.base_url.port) if self.base_url.port else ''}{self.base_url.path}"
+        return (
+            f"openai|{where}|model={self.model_name}|tmpl={self.template.fingerprint()}"
+            f"|labels={self.schema.fingerprint()}|confidence={self.confidence}|votes={self.votes}|max_tokens={self.max_tokens}"
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- scoring ----------------------------------------------------------------------------
+    def score(self, texts: Sequence[str]) -> list[TeacherAnswer | TeacherFailure]:
+        stats = ScoreStats()
+        start = time.monotonic()
+        if not texts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(texts)), thread_name_prefix="llkd-openai") as pool:
+            results = list(pool.map(lambda t: self._answer(t, stats), texts))
+        self.last_stats = stats
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats.retry_reasons.most_common()) or "none"
+        log.info(
+            "openai teacher: %d answered, %d failed, %d requests, %d retries (%s) in %.1fs",
+            stats.answered, stats.failed, stats.requests, stats.retries, reasons, time.monotonic() - start,
+        )
+        return results
+
+    def _answer(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
+        try:
+            result = self._answer_or_raise(text, stats)
+        except RequestFailed as e:
+            result = TeacherFailure(str(e))
+        except Exception as e:  # one text's surprise must not cost the other texts their answers
+            log.exception("openai teacher: unexpected error for one text")
+            result = TeacherFailure(f"unexpected error: {type(e).__name__}: {e}")
+        stats.add(answered=isinstance(result, TeacherAnswer), failed=isinstance(result, TeacherFailure))
+        return result
+
+    def _answer_or_raise(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
+        if self.confidence == "vote" or not self._logprobs_ok:
+            return self._vote(text, stats)
+        body = self._request(self._payload(text, logprobs=True), stats)
+        choice = body["choices"][0]
+        top = _first_token_top_logprobs(choice)
+        if top is None:
+            if self.confidence == "logprobs":
+                return TeacherFailure("server returned no logprobs; use confidence=vote (or auto) with this server")
+            with self._mode_lock:
+                if self._logprobs_ok:
+                    log.warning("openai teacher: %s returned no logprobs; switching to vote confidence (%d samples per text)", self.base_url.host, self.votes)
+                self._logprobs_ok = False
+            return self._vote(text, stats)
+        mass = label_mass_from_top_logprobs(self.schema, top)
+        if sum(mass) > 0:
+            return TeacherAnswer([m + EPSILON for m in mass], "first_token_logprobs")
+        # No candidate token starts a label (e.g. the reply opens with "The"): read the reply.
+        reply = _reply_text(choice)
+        label = label_from_reply(self.schema, reply)
+        if label is None:
+            return TeacherFailure(f"no label in the first token's top logprobs nor in the reply {reply[:80]!r}")
+        return TeacherAnswer(self._one_hot(label), "parsed_reply")
+
+    def _vote(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
+        replies: list[str] = []
+        # Ask for n samples at once; servers that ignore `n` get asked again, each request with
+        # its own seed so the samples differ, at most `votes` requests in all.
+        for attempt in range(self.votes):
+            need = self.votes - len(replies)
+            if need <= 0:
+                break
+            body = self._request(self._payload(text, logprobs=False, n=need, seed=self._seed(text, attempt)), stats)
+            replies += [_reply_text(c) for c in body["choices"][:need]]
+        labels = [label_from_reply(self.schema, r) for r in replies]
+        counts = Counter(label for label in labels if label is not None)
+        if not counts:
+            return TeacherFailure(f"none of {len(replies)} sampled replies names a label, e.g. {replies[0][:80]!r}" if replies else "server returned no choices")
+        return TeacherAnswer([counts.get(i, 0) + EPSILON for i in range(self.schema.num_labels)], "vote")
+
+    def _one_hot(self, label: int) -> list[float]:
+        return [1.0 if i == label else EPSILON for i in range(self.schema.num_labels)]
+
+    @staticmethod
+    def _seed(text: str, attempt: int) -> int:
+        return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) + attempt
+
+    def _payload(self, text: str, logprobs: bool, n: int = 1, seed: int | None = None) -> dict[str, Any]:
+        messages = [{"role": "user", "content": self.template.render_user(self.schema, text)}]
+        if self.template.system:
+            messages.insert(0, {"role": "system", "content": self.template.system})
+        payload: dict[str, Any] = {"model": self.model_name, "messages": messages, "max_tokens": self.max_tokens}
+        if logprobs:
+            payload |= {"temperature": 0.0, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+        else:
+            payload |= {"temperature": 1.0, "n": n}
+            if seed is not None:
+                payload["seed"] = seed
+        return payload
+
+    # -- HTTP with retries -------------------------------------------------------------------
+    def _request(self, payload: dict[str, Any], stats: ScoreStats) -> dict[str, Any]:
+        """POST one chat completion; retry transient failures; raise RequestFailed otherwise."""
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            wait: float | None = None
+            stats.add(requests=1)
+            try:
+                response = self._client.post(self._endpoint, json=payload)
+            except httpx.TimeoutException as e:
+                kind, last_error = "timeout", f"timed out after {self.timeout:g}s ({type(e).__name__})"
+            except httpx.TransportError as e:
+                kind, last_error = "connection", f"connection error ({type(e).__name__}: {e})"
+            else:
+                status = response.status_code
+                if status == 200:
+                    body = self._parse_body(response)
+                    if isinstance(body, dict):
+                        return body
+                    kind, last_error = "malformed", f"malformed response body (HTTP 200): {body}"
+                elif status in _RETRYABLE_STATUS or status >= 500:
+                    kind, last_error = f"http_{status}", f"HTTP {status}: {_snippet(response)}"
+                    retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                    if retry_after is not None:
+                        wait = min(retry_after, self.retry_after_max)
+                else:  # 4xx: the request itself is wrong; repeating it cannot help
+                    raise RequestFailed(f"HTTP {status} from {self.base_url.host}: {_snippet(response)}")
+            if attempt == self.max_retries:
+                break
+            stats.retried(kind)
+            if wait is None:  # full jitter: uniform in [0, min(cap, base * 2^attempt)]
+                wait = random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+            log.debug("openai teacher: %s; retry %d/%d in %.2fs", last_error, attempt + 1, self.max_retries, wait)
+            time.sleep(wait)
+        raise RequestFailed(f"gave up after {self.max_retries + 1} attempts; last error: {last_error}")
+
+    @staticmethod
+    def _parse_body(response: httpx.Response) -> dict[str, Any] | str:
+        """The body if it is a usable completion, else a short description of what is wrong."""
+        try:
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError) as e:
+            return f"not JSON ({e.__class__.__name__}: {e})"
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+            return "no 'choices' list"
+        return body
+
+
+def _snippet(response: httpx.Response, limit: int = 200) -> str:
+    """A short, single-line view of an error body (servers put the reason there)."""
+    try:
+        body = response.json()
+        message = body.get("error", {}).get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
+        text = message if isinstance(message, str) else response.text
+    except ValueError:
+        text = response.text
+    text = " ".join(text.split())
+    return (text[:limit] + "...") if len(text) > limit else (text or "(empty body)")
