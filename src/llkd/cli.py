@@ -47,8 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "transformers", "urllib3"):
+    for noisy in ("httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        # transformers' load reports (e.g. "classifier.weight MISSING" for a fresh head, which
+        # is expected) and weight-loading bars drown llkd's own progress output.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     from llkd.config import ConfigError
     from llkd.data.errors import DataError
     from llkd.models import ModelNotFound

@@ -80,7 +80,7 @@ class StudentConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Pool samples per step (selection happens inside each batch).")
     epochs: float = Field(3, gt=0, description="Passes over the pool.")
     lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate.")
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of steps with linear warm-up; linear decay after.")
     seed: int = Field(42, description="Seed for data order, head init, dropout and selectors.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps.")

@@ -92,11 +92,11 @@ def load_texts(
     path: str | Path,
     text_column: str = "text",
     id_column: str | None = None,
-    label_column: str | None = None,
+    label_column: str | None = "label",
     schema: LabelSchema | None = None,
     require_labels: bool = False,
 ) -> TextSet:
-    """Load a file. Gold labels are read when ``label_column`` exists (or is required)."""
+    """Load a file. Gold labels are read when a schema is given and ``label_column`` exists."""
     path = Path(path)
     rows, lines, columns = _read_rows(path)
     return from_records(rows, text_column, id_column, label_column, schema, require_labels, source=str(path), lines=lines, columns=columns)
@@ -106,7 +106,7 @@ def from_records(
     records: Iterable[dict[str, Any]],
     text_column: str = "text",
     id_column: str | None = None,
-    label_column: str | None = None,
+    label_column: str | None = "label",
     schema: LabelSchema | None = None,
     require_labels: bool = False,
     source: str = "records",
@@ -127,11 +127,12 @@ def from_records(
     for col, role in ((text_column, "text"), (id_column, "id")):
         if col is not None and col not in columns:
             raise DataError(f"{source}: missing {role} column '{col}'; columns are: {', '.join(map(str, columns))}")
-    has_labels = label_column is not None and label_column in columns
+    # Gold labels are read only against a schema (they are for evaluation).
+    has_labels = schema is not None and label_column is not None and label_column in columns
+    if require_labels and schema is None:
+        raise DataError(f"{source}: gold labels need a label schema")
     if require_labels and not has_labels:
         raise DataError(f"{source}: missing label column '{label_column}'; columns are: {', '.join(map(str, columns))}")
-    if has_labels and schema is None:
-        raise DataError(f"{source}: gold labels need a label schema")
 
     problems: list[str] = []
     ids: list[str] = []

@@ -114,7 +114,7 @@ class HFTeacher(Teacher):
         if self._prefix_kv is None:
             ids = torch.tensor([self.prefix_ids], device=self.device)
             out = self._body(input_ids=ids, use_cache=True)
-            cache = out.past_key_values
+            cache = out.cache
             self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
         return self._prefix_kv
 

@@ -50,12 +50,14 @@ def label_texts(
     texts: Sequence[str],
     cache: TeacherCache,
     ids: Sequence[str] | None = None,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     progress: bool = True,
     desc: str = "teacher",
 ) -> PseudoLabels:
     """Answer every text, reusing cached answers; each chunk is committed before the next,
     so a killed run resumes where it stopped. Failures are recorded, retried next run."""
+    # Commit after every teacher batch: a kill loses at most the batch in flight.
+    chunk_size = chunk_size or int(getattr(teacher, "batch_size", 16))
     identity = teacher.identity()
     hashes = [text_hash(t) for t in texts]
     cached = cache.get_many(identity, set(hashes))

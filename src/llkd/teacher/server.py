@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_LOGPROBS = 20  # the OpenAI API's own limit
 MAX_CHOICES = 16
+
+
+class ClientGone(Exception):
+    """The client hung up (e.g. timed out) while its request waited for the model."""
 
 
 class RequestError(Exception):
@@ -126,10 +132,14 @@ class ChatModel:
         self._lock = threading.Lock()  # one forward at a time: the model is not re-entrant
         self.requests_served = 0
 
-    def complete(self, req: ChatRequest) -> dict[str, Any]:
+    def complete(self, req: ChatRequest, client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Answer one request. ``client_gone`` is checked once the model is free: a client that
+        timed out while queued is not worth a forward pass (its retry is already on the way)."""
         prompt = self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         with self._lock:
+            if client_gone is not None and client_gone():
+                raise ClientGone
             tokens, logprob_rows = self._decode(prompt_ids, req)
             self.requests_served += 1
         choices = []
@@ -166,7 +176,7 @@ class ChatModel:
             else:
                 generator.seed()
         out = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True)
-        cache = out.past_key_values
+        cache = out.cache  # a DynamicCache, extended in place by each later forward
         logits = out.logits[:, -1].float()
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -194,7 +204,6 @@ class ChatModel:
             if all(done) or step == req.max_tokens - 1:
                 break
             out = self.model(input_ids=nxt[:, None], cache=cache, use_cache=True)
-            cache = out.past_key_values
             logits = out.logits[:, -1].float()
         return tokens, rows
 
@@ -225,12 +234,23 @@ class _Handler(BaseHTTPRequestHandler):
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no route POST {path}", "not_found")
             chat = self.server.chat_model
             req = ChatRequest.parse(body, chat.name, chat.max_tokens_limit)
-            self._send(HTTPStatus.OK, chat.complete(req))
+            self._send(HTTPStatus.OK, chat.complete(req, self._client_gone))
+        except ClientGone:
+            log.info("client %s hung up while queued; request skipped", self.address_string())
+            self.close_connection = True
         except RequestError as e:
             self._error(e)
         except Exception as e:  # a bug or an out-of-memory must not kill the serving thread silently
             log.exception("chat completion failed")
             self._error(RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}", "server_error"))
+
+    def _client_gone(self) -> bool:
+        """True when the client closed its connection (readable, yet nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
 
     def _read_json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)

@@ -1,0 +1,300 @@
+"""The benchmark loop: methods x datasets x seeds, one record per run.
+
+Every student method uses the same student, optimiser, schedule, epochs, batch size and seeds;
+only the selector (and its settings) differs. Each run is written to
+``<output>/runs/<dataset>/<teacher>/<method>/seed<k>/record.json`` and skipped on a rerun
+when its settings are unchanged, so a long benchmark resumes after a kill.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from llkd.bench.datasets import BenchData, load_dataset
+from llkd.bench.noise import NoiseSpec, inject_noise
+from llkd.bench.teacher import TeacherAnswers, get_answers
+from llkd.evaluation.metrics import classification_report
+from llkd.teacher.calibration import rescale
+
+log = logging.getLogger(__name__)
+
+# Suite 1: every baseline of method.md section 6, in table order. "teacher" (zero-shot on the
+# test split) and "supervised" (selector all on gold one-hot labels) are the two references.
+BASELINES = ["all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd"]
+REFERENCES = ["teacher", "supervised"]
+SUITES = ["baselines", "sensitivity", "efficiency", "noise", "teacher_size"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    selector: str = ""  # "" for the teacher's zero-shot row
+    selection: tuple[tuple[str, Any], ...] = ()  # SelectionConfig overrides
+    noise: NoiseSpec | None = None
+    kind: str = "student"  # student | teacher | supervised
+    suite: str = "baselines"
+
+    @property
+    def base(self) -> str:
+        return self.name.split("/")[0]
+
+
+def baseline_methods(names: list[str]) -> list[Method]:
+    out = []
+    for n in names:
+        if n == "teacher":
+            out.append(Method("teacher", kind="teacher"))
+        elif n == "supervised":
+            out.append(Method("supervised", "all", kind="supervised"))
+        else:
+            out.append(Method(n, n))
+    return out
+
+
+def sensitivity_methods(momenta: list[float], init_values: list[float]) -> list[Method]:
+    """Suite 2: LLKD's threshold settings. Teacher-only and student-only are the
+    teacher_adaptive / student_adaptive baselines (run here too if suite 1 is not)."""
+    out = [Method("llkd", "llkd", suite="sensitivity")]  # the default settings (momentum 0.9, first_batch, weighted)
+    out += [Method(f"llkd/momentum={m:g}", "llkd", (("momentum", m),), suite="sensitivity") for m in momenta if m != 0.9]
+    out += [Method(f"llkd/init=const{v:g}", "llkd", (("init", "constant"), ("init_value", v)), suite="sensitivity") for v in init_values]
+    out.append(Method("llkd/unweighted", "llkd", (("weighted", False),), suite="sensitivity"))
+    out += [Method("teacher_adaptive", "teacher_adaptive", suite="sensitivity"), Method("student_adaptive", "student_adaptive", suite="sensitivity")]
+    return out
+
+
+def noise_methods(specs: list[NoiseSpec], selectors: list[str]) -> list[Method]:
+    return [Method(f"{s}/noise={spec.tag}", s, noise=spec, suite="noise") for spec in specs for s in selectors]
+
+
+@dataclass
+class BenchSettings:
+    datasets: list[str]
+    suites: list[str]
+    methods: list[str]
+    seeds: list[int]
+    teachers: list[str]
+    pool_size: int
+    test_size: int
+    epochs: float
+    max_length: int
+    batch_size: int = 16
+    lr: float = 1e-4
+    student: str = "minilm"
+    threads: int | None = None
+    device: str = "auto"
+    calibration: str = "mean"  # none | mean (pool-mean reference, no gold used)
+    split_seed: int = 0
+    data_root: Path | None = None
+    answers_dir: Path | None = None
+    teacher_source: str = "auto"
+    teacher_cache: Path | None = None
+    output: Path = Path("runs/bench")
+    momenta: list[float] = field(default_factory=lambda: [0.5, 0.9, 0.99])
+    init_values: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    noise: list[str] = field(default_factory=lambda: ["uniform:0.2", "uniform:0.4", "biased:0.2"])
+    noise_selectors: list[str] = field(default_factory=lambda: ["all", "fixed", "llkd"])
+    progress: bool = True
+    resume: bool = True
+    keep_models: bool = False
+    quick: bool = False
+
+    def student_dict(self) -> dict[str, Any]:
+        return {"model": self.student, "max_length": self.max_length, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr, "threads": self.threads, "device": self.device}
+
+
+def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean calibration with the pool's mean distribution as the reference for both splits
+    (no gold labels involved)."""
+    if how == "none":
+        return pool, test
+    if how != "mean":
+        raise ValueError(f"unknown calibration '{how}' (none, mean)")
+    answered = pool[~np.isnan(pool).any(axis=1)]
+    ref = answered.mean(axis=0)
+    return rescale(pool, ref), rescale(test, ref)
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-._=" else "_" for ch in name)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _quiet_transformers(progress: bool) -> None:
+    """The bench trains dozens of students: drop transformers' per-model load reports."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        if not progress:
+            hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class Bench:
+    def __init__(self, settings: BenchSettings, say: Callable[[str], None] = print) -> None:
+        self.s = settings
+        self.say = say
+        self.records: list[dict[str, Any]] = []
+        self.datasets: dict[str, BenchData] = {}
+        self.teachers: dict[tuple[str, str], TeacherAnswers] = {}
+        self.test_gold: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------------------------
+    def plan(self) -> list[Method]:
+        s = self.s
+        methods: list[Method] = []
+        if "baselines" in s.suites or "efficiency" in s.suites:
+            names = list(s.methods)
+            if "random" in names and "llkd" not in names:
+                names.append("llkd")  # random's keep rate is LLKD's measured data usage
+            # the teacher row first, then llkd so random can read its data usage
+            names.sort(key=lambda n: {"teacher": 0, "llkd": 1}.get(n, 2))
+            methods += baseline_methods(names)
+        if "noise" in s.suites and not any(m.name == "llkd" for m in methods):
+            methods.append(Method("llkd", "llkd"))  # the clean reference of the noise rows
+        if "sensitivity" in s.suites:
+            have = {m.name for m in methods}
+            methods += [m for m in sensitivity_methods(s.momenta, s.init_values) if m.name not in have]
+        if "noise" in s.suites:
+            methods += noise_methods([NoiseSpec.parse(n) for n in s.noise], s.noise_selectors)
+        return methods
+
+    def teacher_list(self) -> list[str]:
+        # Suite "teacher_size" compares teachers; without it only the first teacher runs.
+        return list(self.s.teachers) if "teacher_size" in self.s.suites else self.s.teachers[:1]
+
+    def run(self) -> list[dict[str, Any]]:
+        s = self.s
+        _quiet_transformers(s.progress)
+        methods = self.plan()
+        for name in s.datasets:
+            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed)
+            self.datasets[name] = data
+            self.test_gold[name] = np.asarray(data.test.labels)
+            self.say(f"[{name}] pool {len(data.pool)} (train side), test {len(data.test)}; split seed {s.split_seed}")
+            for teacher in self.teacher_list():
+                answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device)
+                self.teachers[(name, teacher)] = answers
+                self.say(f"[{name}] teacher {teacher}: answers from {answers.source} in {answers.seconds:.1f}s")
+                pool, test = calibrate(answers.pool, answers.test, s.calibration)
+                for method in methods:
+                    if teacher != self.teacher_list()[0] and method.suite != "baselines":
+                        continue  # other teachers: the baseline table only
+                    seeds = [s.seeds[0]] if method.kind == "teacher" else s.seeds
+                    for seed in seeds:
+                        rec = self.run_one(data, teacher, pool, test, method, seed)
+                        self.records.append(rec)
+        return self.records
+
+    # ------------------------------------------------------------------------------------
+    def run_dir(self, data: BenchData, teacher: str, method: Method, seed: int) -> Path:
+        return self.s.output / "runs" / data.name / _slug(teacher) / _slug(method.name) / f"seed{seed}"
+
+    def run_one(self, data: BenchData, teacher: str, pool: np.ndarray, test: np.ndarray, method: Method, seed: int) -> dict[str, Any]:
+        s = self.s
+        out = self.run_dir(data, teacher, method, seed)
+        gold_pool = np.asarray(data.pool_gold)
+        gold_test = np.asarray(data.test.labels)
+        base: dict[str, Any] = {
+            "dataset": data.name, "suite": method.suite, "method": method.name, "selector": method.selector,
+            "kind": method.kind, "seed": seed, "teacher": teacher, "noise": method.noise.tag if method.noise else "",
+            "pool_size": len(data.pool), "test_size": len(data.test), "epochs": s.epochs, "max_length": s.max_length,
+            "calibration": s.calibration, "split_seed": s.split_seed, "pool_digest": data.provenance["pool_digest"],
+            "test_digest": data.provenance["test_digest"],
+        }
+        if method.kind == "teacher":
+            pred = np.nan_to_num(test, nan=-1.0).argmax(axis=1)
+            rep = classification_report(gold_test, pred, data.schema.names)
+            answered = ~np.isnan(pool).any(axis=1)
+            pl = np.nan_to_num(pool, nan=-1.0).argmax(axis=1)
+            rec = {**base, "accuracy": rep.accuracy, "macro_f1": rep.macro_f1, "data_usage": None,
+                   "pool_label_acc": float((pl[answered] == gold_pool[answered]).mean()), "run_dir": str(out)}
+            out.mkdir(parents=True, exist_ok=True)
+            np.save(out / "test_probs.npy", test.astype(np.float32))
+            (out / "record.json").write_text(json.dumps(_jsonable(rec), indent=1))
+            self.say(f"[{data.name}] {method.name:<28} acc {rep.accuracy:.3f}  macro-F1 {rep.macro_f1:.3f}")
+            return rec
+
+        selection: dict[str, Any] = {"selector": method.selector, **dict(method.selection)}
+        if method.kind == "supervised":
+            probs = np.eye(data.schema.num_labels)[gold_pool]
+        else:
+            probs = pool
+        if method.noise is not None:
+            probs, _ = inject_noise(probs, method.noise, seed=seed)
+        if method.selector == "random":
+            usage = self._llkd_usage(data.name, teacher, seed)
+            if usage is None:
+                raise RuntimeError(f"{data.name}: random needs LLKD's data usage for seed {seed}; run llkd first")
+            selection["keep_rate"] = max(usage, 1.0 / len(data.pool))
+        answered = ~np.isnan(probs).any(axis=1)
+        pl = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
+        pool_label_acc = float((pl[answered] == gold_pool[answered]).mean())
+        student = {**s.student_dict(), "seed": seed, "output": str(out), "resume": False}
+        fingerprint = json.dumps(_jsonable({"student": student, "selection": selection, "noise": base["noise"], "teacher": teacher,
+                                            "calibration": s.calibration, "pool": base["pool_digest"], "test": base["test_digest"]}), sort_keys=True)
+        rec_path = out / "record.json"
+        if s.resume and rec_path.exists():
+            old = json.loads(rec_path.read_text())
+            if old.get("fingerprint") == fingerprint:
+                self.say(f"[{data.name}] {method.name:<28} seed {seed}: done before, reusing {rec_path}")
+                return old
+        if out.exists():
+            shutil.rmtree(out)
+        from llkd.config import LLKDConfig
+        from llkd.pipeline import evaluate_student, train_student
+
+        cfg = LLKDConfig.validated({"selection": selection, "student": student}, source="bench")
+        t0 = time.perf_counter()
+        result, meter = train_student(cfg, data.schema, data.pool, probs, progress=s.progress)
+        report, test_probs, emeter = evaluate_student(result.model_dir, data.test, s.max_length)
+        np.save(out / "test_probs.npy", test_probs.astype(np.float32))
+        if not s.keep_models:
+            shutil.rmtree(result.model_dir, ignore_errors=True)
+            (out / "checkpoint.pt").unlink(missing_ok=True)
+        rec = {
+            **base, "accuracy": report.accuracy, "macro_f1": report.macro_f1, **result.summary(),
+            "data_usage": result.data_usage, "keep_rate": selection.get("keep_rate"),
+            "train_s": meter.seconds, "peak_rss_mb": meter.peak_rss_mb, "peak_gpu_mb": meter.peak_gpu_mb,
+            "eval_s": emeter.seconds, "wall_s": time.perf_counter() - t0, "pool_label_acc": pool_label_acc,
+            "selection": selection, "run_dir": str(out), "fingerprint": fingerprint,
+        }
+        rec_path.write_text(json.dumps(_jsonable(rec), indent=1))
+        self.say(f"[{data.name}] {method.name:<28} seed {seed}: acc {report.accuracy:.3f}  macro-F1 {report.macro_f1:.3f}  "
+                 f"data {result.data_usage:.1%}  grad samples {result.gradient_samples}  train {meter.seconds:.0f}s")
+        return rec
+
+    def _llkd_usage(self, dataset: str, teacher: str, seed: int) -> float | None:
+        for r in self.records:
+            if r["dataset"] == dataset and r["teacher"] == teacher and r["method"] == "llkd" and r["seed"] == seed:
+                return float(r["data_usage"])
+        return None
+
+    def provenance(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"settings": _jsonable(asdict(self.s)), "datasets": {}}
+        for name, data in self.datasets.items():
+            teachers = {t: {"identity": a.identity, "answers_from": a.source, "seconds": round(a.seconds, 1)}
+                        for (d, t), a in self.teachers.items() if d == name}
+            out["datasets"][name] = {**data.provenance, "labels": data.schema.names,
+                                     "verbalizers": [lab.answer for lab in data.schema.labels], "teachers": teachers}
+        return out

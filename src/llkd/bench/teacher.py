@@ -1,0 +1,104 @@
+"""Where the benchmark's teacher answers come from: committed answer files first, then the
+teacher cache (SQLite), then the teacher itself (through :func:`llkd.pipeline.pseudo_label`,
+which caches every answer, so labelling is resumable)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llkd.bench.answers import answers_file, lookup, read_answers, write_answers
+from llkd.bench.datasets import BenchData
+from llkd.config import TeacherConfig
+from llkd.data.errors import DataError
+from llkd.data.loading import TextSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherAnswers:
+    teacher: str
+    pool: np.ndarray  # [N, C] raw probs (NaN: no answer)
+    test: np.ndarray
+    identity: str = ""
+    source: dict[str, int] = field(default_factory=dict)  # answers taken from each source
+    seconds: float = 0.0
+
+
+def teacher_config(teacher: str, cache: Path | None = None, device: str = "auto") -> TeacherConfig:
+    # Raw distributions: the benchmark calibrates itself (pool-mean reference for pool and test).
+    return TeacherConfig(model=teacher, calibration="none", device=device, cache=cache)
+
+
+def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source: str = "auto", cache: Path | None = None, progress: bool = True, device: str = "auto") -> TeacherAnswers:
+    """source: ``answers`` (committed files only; never runs a teacher), ``auto`` (files, then
+    cache/teacher for what is missing) or ``cache`` (ignore files)."""
+    if source not in ("answers", "auto", "cache"):
+        raise ValueError(f"unknown teacher source '{source}'")
+    t0 = time.perf_counter()
+    c = data.schema.num_labels
+    header: dict[str, Any] = {}
+    answers: dict[str, np.ndarray] = {}
+    if source != "cache" and answers_dir is not None:
+        header, answers = read_answers(answers_file(answers_dir, data.name, teacher), data.schema)
+    pool = lookup(answers, data.pool.ids, c)
+    test = lookup(answers, data.test.ids, c)
+    counts = {"answer_file": int((~np.isnan(pool).any(1)).sum() + (~np.isnan(test).any(1)).sum())}
+    identity = str(header.get("identity", ""))
+    missing_pool = np.flatnonzero(np.isnan(pool).any(1))
+    missing_test = np.flatnonzero(np.isnan(test).any(1))
+    n_missing = len(missing_pool) + len(missing_test)
+    if n_missing and source == "answers":
+        where = answers_file(answers_dir, data.name, teacher) if answers_dir else "(no --answers folder)"
+        raise DataError(
+            f"{data.name}: {n_missing} of {len(pool) + len(test)} texts have no committed teacher answer in {where}; "
+            "run with --teacher-source auto to ask the teacher (cached), then --export-answers"
+        )
+    if n_missing:
+        from llkd.pipeline import pseudo_label
+
+        cfg = teacher_config(teacher, cache, device)
+        texts = TextSet([data.pool.ids[i] for i in missing_pool] + [data.test.ids[i] for i in missing_test],
+                        [data.pool.texts[i] for i in missing_pool] + [data.test.texts[i] for i in missing_test], None, data.name)
+        run = pseudo_label(cfg, data.schema, texts, progress=progress, desc=f"teacher[{data.name}]")
+        identity = run.identity
+        probs = run.labels.probs
+        pool[missing_pool] = probs[: len(missing_pool)]
+        test[missing_test] = probs[len(missing_pool):]
+        counts["cache"] = int(run.labels.n_cached)
+        counts["teacher"] = int(run.labels.n_asked)
+    return TeacherAnswers(teacher, pool, test, identity, counts, time.perf_counter() - t0)
+
+
+def export_answers(data: BenchData, teacher: str, answers_dir: Path, cache: Path | None = None, device: str = "auto") -> tuple[Path, int, int]:
+    """Write the cached answers for this split's texts into the answer file (merging).
+    Never asks the teacher; loads it only to learn its identity. Returns (file, written now,
+    texts of the split without a cached answer)."""
+    from llkd.teacher.cache import TeacherCache, text_hash
+    from llkd.teacher.labeling import build_teacher
+
+    cfg = teacher_config(teacher, cache, device)
+    t = build_teacher(cfg, data.schema)
+    try:
+        identity = t.identity()
+    finally:
+        t.close()
+    texts = data.pool.texts + data.test.texts
+    keys = data.pool.ids + data.test.ids
+    with TeacherCache(cfg.cache_path()) as db:
+        found = db.get_many(identity, {text_hash(x) for x in texts})
+    probs = np.full((len(texts), data.schema.num_labels), np.nan)
+    for i, x in enumerate(texts):
+        a = found.get(text_hash(x))
+        if a is not None:
+            probs[i] = a.probs
+    path = answers_file(answers_dir, data.name, teacher)
+    write_answers(path, data.name, teacher, identity, data.schema, keys, probs)
+    have = int((~np.isnan(probs).any(1)).sum())
+    return path, have, len(texts) - have

@@ -1,0 +1,149 @@
+"""llkd bench: LLKD against every baseline, side by side, on the benchmark datasets."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+HELP = "Benchmark LLKD against every baseline (and the teacher and a supervised bound) on real datasets; writes tables, a CSV, plots and results.md."
+
+# --quick: what CI runs (< 10 min on 2 CPU cores), from committed teacher answers only.
+QUICK = {"datasets": ["csabstruct", "agnews"], "pool_size": 150, "test_size": 150, "seeds": [0], "epochs": 1.0, "max_length": 64}
+# Full mode: 5 datasets x 10 methods x 3 seeds. Timed on 2 shared CPU cores (see docs/results.md):
+# a 500-text pool at max_length 64 for 2 epochs is about 40-60 s per student run including
+# evaluation on 1,000 test texts, so the 27 student runs per dataset stay under 30 min and the
+# five datasets under 2.5 h.
+FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 500, "test_size": 1000, "seeds": [0, 1, 2], "epochs": 2.0, "max_length": 64}
+DEFAULT_METHODS = ["teacher", "all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd", "supervised"]
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from llkd.bench.answers import PACKAGED
+
+    p.add_argument("--quick", action="store_true", help=f"Small CI run: {QUICK}; teacher answers from committed files only.")
+    p.add_argument("--suites", default="baselines,efficiency", help="Comma list of: baselines, sensitivity, efficiency, noise, teacher_size (or 'all').")
+    p.add_argument("--datasets", help=f"Comma list (default: quick {QUICK['datasets']}, full {FULL['datasets']}).")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="Suite-1 methods: selectors plus 'teacher' and 'supervised'.")
+    p.add_argument("--seeds", help="Comma list of seeds, or a count N for 0..N-1 (default: quick 1, full 3).")
+    p.add_argument("--pool-size", type=int, help=f"Unlabeled pool texts per dataset (default: quick {QUICK['pool_size']}, full {FULL['pool_size']}).")
+    p.add_argument("--test-size", type=int, help=f"Test texts per dataset (default: quick {QUICK['test_size']}, full {FULL['test_size']}).")
+    p.add_argument("--epochs", type=float, help=f"Student epochs (default: quick {QUICK['epochs']:g}, full {FULL['epochs']:g}).")
+    p.add_argument("--max-length", type=int, help=f"Student tokens per text (default: {FULL['max_length']}).")
+    p.add_argument("--batch-size", type=int, default=16, help="Student batch size.")
+    p.add_argument("--lr", type=float, default=1e-4, help="Student learning rate.")
+    p.add_argument("--student", default="minilm", help="Student encoder.")
+    p.add_argument("--threads", type=int, help="CPU threads for torch.")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda.")
+    p.add_argument("--teacher", default="smollm2-135m", help="Teacher name(s), comma list; the teacher_size suite compares them, other suites use the first.")
+    p.add_argument("--calibration", default="mean", choices=["none", "mean"], help="Teacher calibration before selection (mean: divide by the pool's mean distribution).")
+    p.add_argument("--split-seed", type=int, default=0, help="Seed that fixes the pool/test splits.")
+    p.add_argument("--data-root", type=Path, help="Shared data folder (default: $LLKD_DATA_ROOT or ../shared/data).")
+    p.add_argument("--answers", type=Path, default=PACKAGED, help="Folder of committed teacher-answer files (<dataset>.<teacher>.jsonl.gz).")
+    p.add_argument("--teacher-source", choices=["auto", "answers", "cache"], help="answers: committed files only (never runs a teacher; quick default); auto: files, then the teacher cache / teacher for the rest (full default); cache: ignore the files.")
+    p.add_argument("--teacher-cache", type=Path, help="Teacher answer cache (SQLite); default the llkd cache.")
+    p.add_argument("--export-answers", action="store_true", help="Write the cached teacher answers for the chosen datasets and sizes into --answers, then exit (never asks the teacher).")
+    p.add_argument("--momenta", default="0.5,0.9,0.99", help="Sensitivity suite: momentum grid.")
+    p.add_argument("--init-values", default="0.3,0.5,0.7", help="Sensitivity suite: constant threshold initial values (vs first_batch).")
+    p.add_argument("--noise", default="uniform:0.2,uniform:0.4,biased:0.2", help="Noise suite: specs uniform:RATE or biased:RATE[:CLASS].")
+    p.add_argument("--noise-selectors", default="all,fixed,llkd", help="Noise suite: selectors trained on the noisy teacher.")
+    p.add_argument("--output", type=Path, default=Path("runs/bench"), help="Output folder.")
+    p.add_argument("--no-resume", action="store_true", help="Rerun runs whose record.json exists with the same settings.")
+    p.add_argument("--keep-models", action="store_true", help="Keep every trained student (default: delete after evaluation).")
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
+def _settings(args: argparse.Namespace):  # noqa: ANN202
+    from llkd.bench.datasets import default_data_root
+    from llkd.bench.runner import SUITES, BenchSettings
+    from llkd.config import ConfigError
+
+    preset = QUICK if args.quick else FULL
+    suites = SUITES if args.suites == "all" else _csv(args.suites)
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        raise ConfigError(f"unknown suite(s) {sorted(unknown)}; known: {', '.join(SUITES)}")
+    if args.seeds is None:
+        seeds = list(preset["seeds"])
+    elif args.seeds.isdigit() and "," not in args.seeds:
+        seeds = list(range(int(args.seeds)))
+    else:
+        seeds = [int(x) for x in _csv(args.seeds)]
+    from llkd.bench.runner import REFERENCES
+    from llkd.selection.selectors import SELECTORS
+
+    methods = _csv(args.methods)
+    known = set(REFERENCES) | set(SELECTORS.names())
+    bad = [m for m in methods if m not in known]
+    if bad:
+        raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}")
+    return BenchSettings(
+        datasets=_csv(args.datasets) if args.datasets else list(preset["datasets"]),
+        suites=suites,
+        methods=methods,
+        seeds=seeds,
+        teachers=_csv(args.teacher),
+        pool_size=args.pool_size or preset["pool_size"],
+        test_size=args.test_size or preset["test_size"],
+        epochs=args.epochs or preset["epochs"],
+        max_length=args.max_length or preset["max_length"],
+        batch_size=args.batch_size,
+        lr=args.lr,
+        student=args.student,
+        threads=args.threads,
+        device=args.device,
+        calibration=args.calibration,
+        split_seed=args.split_seed,
+        data_root=args.data_root or default_data_root(),
+        answers_dir=args.answers,
+        teacher_source=args.teacher_source or ("answers" if args.quick else "auto"),
+        teacher_cache=args.teacher_cache,
+        output=args.output,
+        momenta=[float(x) for x in _csv(args.momenta)],
+        init_values=[float(x) for x in _csv(args.init_values)],
+        noise=_csv(args.noise),
+        noise_selectors=_csv(args.noise_selectors),
+        progress=not args.no_progress,
+        resume=not args.no_resume,
+        keep_models=args.keep_models,
+        quick=args.quick,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from llkd.bench.datasets import load_dataset
+
+    s = _settings(args)
+    if args.export_answers:
+        from llkd.bench.teacher import export_answers
+
+        for name in s.datasets:
+            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed)
+            for teacher in s.teachers:
+                path, have, missing = export_answers(data, teacher, s.answers_dir, s.teacher_cache, s.device)
+                size = path.stat().st_size if path.exists() else 0
+                print(f"{name} / {teacher}: {have} answers for this split written to {path} ({size / 1024:.0f} KiB)"
+                      + (f"; {missing} texts have no cached answer yet" if missing else ""))
+        return 0
+
+    from llkd.bench.results import write_outputs
+    from llkd.bench.runner import Bench
+
+    started = time.time()
+    command = "llkd " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("llkd") else "llkd bench (called from Python)"
+    bench = Bench(s)
+    bench.run()
+    path = write_outputs(bench, command, started, time.time() - started)
+    print(f"results: {path}  (table per dataset in {s.output / 'tables'}, every run in {s.output / 'runs.csv'})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,90 @@
+"""llkd bench-teacher: labelling speed of the local teacher, naive generate loop vs per-label
+scoring without reuse vs llkd's scoring, on the same model, texts and threads."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from llkd.config import ConfigError, DataConfig, add_config_flags, config_from_args
+from llkd.pipeline import load_schema, load_split
+
+HELP = ("Benchmark the local (hf) teacher: texts/s of a naive chat-template + generate loop, of per-label "
+        "scoring without KV reuse and of llkd's scoring, agreement of their answers, and effective GFLOP/s "
+        "against this machine's measured fp32 matmul peak.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--texts", type=int, default=200, help="Number of texts (the first N of the split).")
+    p.add_argument("--batch-size", type=int, help="Batch size of llkd's scoring (default: the teacher's batch size).")
+    p.add_argument("--skip-naive", action="store_true", help="Leave out (a), the generate loop.")
+    p.add_argument("--skip-reference", action="store_true", help="Leave out (b), per-label scoring without reuse (slow).")
+    p.add_argument("--threads", type=int, help="torch CPU threads for every method (default: torch's current count).")
+    p.add_argument("--peak-size", type=int, default=2048, help="Matrix size of the fp32 matmul peak measurement.")
+    p.add_argument("--json", type=Path, metavar="OUT", help="Write every number to this JSON file.")
+    p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    add_config_flags(p, ("data", "teacher"))
+
+
+def bundled_demo_data() -> DataConfig:
+    """The AG News slice shipped with llkd (300 labelled test texts, 4 labels)."""
+    root = Path(str(resources.files("llkd.resources").joinpath("demo")))
+    return DataConfig(test=root / "agnews_test.jsonl", pool=root / "agnews_pool.jsonl",
+                      labels=root / "agnews_labels.yaml", id_column="id")
+
+
+def bench_texts(cfg: Any, n: int) -> tuple[Any, Any, str]:
+    """(schema, TextSet of at most n texts, description): the test split if given, else the
+    pool, else the bundled AG News test slice."""
+    data = cfg.data
+    if data.test is None and data.pool is None:
+        data = bundled_demo_data()
+    schema = load_schema(data)
+    which = "test" if data.test is not None else "pool"
+    texts = load_split(data, which, schema)
+    texts = texts.subset(range(min(n, len(texts))))
+    return schema, texts, f"{getattr(data, which)} ({which})"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from llkd.teacher.hf import HFTeacher
+    from llkd.teacher.labeling import build_teacher
+    from llkd.teacher.speed import bench_teacher, format_report
+
+    if args.texts < 1:
+        raise ConfigError("--texts must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    if cfg.teacher.backend != "hf":
+        raise ConfigError(f"bench-teacher measures the local hf backend, not '{cfg.teacher.backend}'")
+    schema, texts, source = bench_texts(cfg, args.texts)
+    batch_size = args.batch_size or cfg.teacher.batch_size
+    teacher = build_teacher(cfg.teacher, schema)
+    assert isinstance(teacher, HFTeacher)
+
+    def log(msg: str) -> None:
+        print(f"bench-teacher: {msg}", file=sys.stderr, flush=True)
+
+    log(f"{len(texts)} texts from {source}; model {cfg.teacher.model} on {teacher.device}, {torch.get_num_threads()} threads")
+    res = bench_teacher(teacher, texts.texts, texts.labels, batch_size=batch_size, naive=not args.skip_naive,
+                        reference=not args.skip_reference, peak_size=args.peak_size,
+                        progress=not args.no_progress, log=log)
+    res["source"] = source
+    res["date"] = datetime.date.today().isoformat()
+    res["command"] = "llkd bench-teacher " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench-teacher"] else None
+    print(f"data: {source}")
+    print(format_report(res))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2))
+        print(f"numbers written to {args.json}")
+    ok = res["agreement"].get("reference_vs_llkd", {}).get("identical", True)
+    return 0 if ok else 1

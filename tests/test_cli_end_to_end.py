@@ -1,0 +1,109 @@
+"""The CLI end to end with the real packaged teacher and student on a tiny slice."""
+
+import json
+
+import numpy as np
+import pytest
+
+from llkd.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, demo_dir):
+    root = tmp_path_factory.mktemp("tiny")
+    pool = [json.loads(x) for x in (demo_dir / "agnews_pool.jsonl").read_text().splitlines()][:40]
+    test = [json.loads(x) for x in (demo_dir / "agnews_test.jsonl").read_text().splitlines()][:24]
+    (root / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool))
+    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    config = {
+        "data": {"pool": "pool.jsonl", "test": "test.jsonl", "labels": str(demo_dir / "agnews_labels.yaml"), "id_column": "id"},
+        "teacher": {"model": "smollm2-135m", "calibration": "mean", "cache": "teacher.sqlite", "batch_size": 8},
+        "selection": {"selector": "llkd"},
+        "student": {"model": "minilm", "epochs": 1, "batch_size": 8, "max_length": 48, "output": "run"},
+    }
+    import yaml
+
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+@pytest.mark.timeout(600)
+def test_label_train_evaluate_predict_export(tiny, capsys):
+    cfg = str(tiny / "config.yaml")
+    assert main(["label", "--config", cfg, "--no-progress", "--export", str(tiny / "answers.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "40 texts: 0 from cache, 40 asked, 0 failed" in out
+    answers = [json.loads(x) for x in (tiny / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 40 and all(abs(sum(a["probs"]) - 1) < 1e-4 for a in answers)
+    assert all(a["method"] == "verbalizer" for a in answers)
+
+    assert main(["train", "--config", cfg, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "macro-F1" in out
+    summary = json.loads((tiny / "run" / "summary.json").read_text())
+    assert 0 < summary["data_usage"] <= 1 and summary["steps"] == 5
+    steps = [json.loads(x) for x in (tiny / "run" / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 5
+    assert all(len(s["teacher_threshold"]) == 4 and len(s["student_threshold"]) == 4 for s in steps)
+    assert sum(s["selected"] for s in steps) == summary["gradient_samples"]
+
+    # A plain transformers load of the saved folder works, with the label names.
+    from transformers import AutoModelForSequenceClassification
+
+    m = AutoModelForSequenceClassification.from_pretrained(str(tiny / "run" / "model"))
+    assert m.config.id2label[3] == "Sci/Tech"
+
+    # Re-running resumes from the final checkpoint: no new steps, same model.
+    assert main(["train", "--config", cfg, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert len((tiny / "run" / "steps.jsonl").read_text().splitlines()) == 5
+
+    assert main(["evaluate", "--model", str(tiny / "run" / "model"), "--data", str(tiny / "test.jsonl"), "--json", str(tiny / "eval.json")]) == 0
+    rep = json.loads((tiny / "eval.json").read_text())
+    assert 0 <= rep["accuracy"] <= 1 and len(rep["confusion"]) == 4 and sum(map(sum, rep["confusion"])) == 24
+
+    assert main(["predict", "--model", str(tiny / "run" / "model"), "--text", "The Yankees won the series", "--output", str(tiny / "pred.jsonl")]) == 0
+    pred = json.loads((tiny / "pred.jsonl").read_text())
+    assert pred["label"] in {"World", "Sports", "Business", "Sci/Tech"} and set(pred["probs"]) == {"World", "Sports", "Business", "Sci/Tech"}
+
+
+@pytest.mark.timeout(300)
+def test_onnx_export_matches_torch(tiny, capsys):
+    model_dir = tiny / "run" / "model"
+    if not model_dir.exists():
+        pytest.skip("needs the trained model from the previous test")
+    assert main(["export", "--model", str(model_dir)]) == 0
+    import onnxruntime as ort
+    import torch
+
+    from llkd.student.model import load_trained
+
+    model, tok, _ = load_trained(model_dir)
+    enc = tok(["Oil prices climb as supply worries grow", "New chip doubles laptop battery life"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref = model(**enc).logits.numpy()
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"))
+    got = sess.run(["logits"], {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()})[0]
+    assert np.allclose(ref, got, atol=1e-4)
+
+
+def test_bad_input_exits_2_with_message(tmp_path, demo_dir, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "  "}\n')
+    code = main(["label", "--data-pool", str(bad), "--data-labels", str(demo_dir / "agnews_labels.yaml"), "--teacher-cache", str(tmp_path / "c.sqlite")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl: row 2, column 'text': text is empty or whitespace-only" in err
+
+
+def test_train_help_documents_every_option(capsys):
+    from llkd.config import SECTIONS, _flag
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    for section, cls in SECTIONS.items():
+        for name, field in cls.model_fields.items():
+            assert _flag(section, name, field) in out
+            assert " ".join((field.description or "").split()) in out
+    assert "--selector" in out and "--teacher-model" in out and "--student-epochs" in out

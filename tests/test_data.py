@@ -1,0 +1,105 @@
+"""Bad input gets a clear error naming file, row and column."""
+
+import json
+
+import pytest
+
+from llkd.data import DataError, LabelSchema, from_records, load_texts
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_loads_csv_tsv_jsonl_parquet(tmp_path, agnews_schema):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": "a", "text": "Stocks rally", "label": "Business"}, {"id": "b", "text": "Cup final", "label": "Sports"}]
+    (tmp_path / "d.csv").write_text('id,text,label\na,"Stocks rally",Business\nb,Cup final,Sports\n', encoding="utf-8")
+    (tmp_path / "d.tsv").write_text("id\ttext\tlabel\na\tStocks rally\tBusiness\nb\tCup final\tSports\n", encoding="utf-8")
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    for name in ("d.csv", "d.tsv", "d.jsonl", "d.parquet"):
+        ts = load_texts(tmp_path / name, id_column="id", label_column="label", schema=agnews_schema)
+        assert ts.ids == ["a", "b"] and ts.texts == ["Stocks rally", "Cup final"] and ts.labels == [2, 1], name
+
+
+def test_records_and_default_ids(agnews_schema):
+    ts = from_records([{"text": "x"}, {"text": "y"}])
+    assert ts.ids == ["0", "1"] and ts.labels is None
+
+
+def test_missing_column_names_file_and_columns(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"body": "x"}])
+    with pytest.raises(DataError, match=r"d\.jsonl: missing text column 'text'; columns are: body"):
+        load_texts(path)
+
+
+def test_missing_label_column_when_required(tmp_path, agnews_schema):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "x"}])
+    with pytest.raises(DataError, match="missing label column 'label'"):
+        load_texts(path, schema=agnews_schema, label_column="label", require_labels=True)
+
+
+def test_empty_and_whitespace_text_name_row_and_column(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}, {"text": "   "}, {"text": ""}])
+    with pytest.raises(DataError) as e:
+        load_texts(path)
+    msg = str(e.value)
+    assert "2 problem(s)" in msg
+    assert "d.jsonl: row 2, column 'text': text is empty or whitespace-only" in msg
+    assert "row 3, column 'text'" in msg
+
+
+def test_csv_row_reports_line_number(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('text\n"multi\nline"\n  \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 2 \(line 4\), column 'text': text is empty"):
+        load_texts(path)
+
+
+def test_non_utf8_bytes_name_line(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"text\nfine\ncaf\xe9 au lait\n")
+    with pytest.raises(DataError, match=r"d\.csv: line 3: not valid UTF-8 \(byte 0xe9"):
+        load_texts(path)
+
+
+def test_duplicate_ids(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}, {"id": 1, "text": "c"}])
+    with pytest.raises(DataError, match=r"row 3, column 'id': duplicate id '1' \(first seen at row 1\)"):
+        load_texts(path, id_column="id")
+
+
+def test_unknown_gold_label(tmp_path, agnews_schema):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a", "label": "Sports"}, {"text": "b", "label": "Weather"}])
+    with pytest.raises(DataError, match=r"row 2, column 'label': label 'Weather' is not in the label schema \(World, Sports, Business, Sci/Tech\)"):
+        load_texts(path, schema=agnews_schema)
+
+
+def test_schema_needs_two_labels(tmp_path):
+    path = tmp_path / "labels.yaml"
+    path.write_text("labels:\n  - only\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels\.yaml: a label schema needs at least 2 labels, got 1"):
+        LabelSchema.from_yaml(path)
+
+
+def test_schema_aliases_and_duplicate_verbalizers():
+    s = LabelSchema.from_dict({"labels": [{"name": "negative", "aliases": ["0"]}, {"name": "positive", "aliases": [1]}]})
+    assert s.index("0") == 0 and s.index(1) == 1
+    with pytest.raises(DataError, match="share a verbalizer"):
+        LabelSchema.from_dict({"labels": [{"name": "a", "verbalizer": "x"}, {"name": "b", "verbalizer": "X"}]})
+
+
+def test_invalid_json_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a"}\n{"text": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2: not valid JSON"):
+        load_texts(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_texts(tmp_path / "nope.csv")

@@ -1,0 +1,124 @@
+"""Each selector's behaviour on hand-made batches."""
+
+import pytest
+import torch
+
+from llkd.config import SelectionConfig
+from llkd.selection import SELECTORS, SelectionBatch, build_selector
+
+
+def batch(teacher_probs, student_probs=None, indices=None):
+    tp = torch.tensor(teacher_probs)
+    return SelectionBatch(
+        indices=torch.tensor(indices if indices is not None else list(range(len(tp)))),
+        pseudo_labels=tp.argmax(1),
+        teacher_probs=tp,
+        student_probs=None if student_probs is None else torch.tensor(student_probs),
+    )
+
+
+# Two classes. Teacher confidences 0.9, 0.6 (class 0) and 0.8, 0.7 (class 1).
+TEACHER = [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7]]
+# Student: sure, unsure, unsure, sure.
+STUDENT = [[0.99, 0.01], [0.5, 0.5], [0.5, 0.5], [0.01, 0.99]]
+
+
+def make(name, **kw):
+    return build_selector(SelectionConfig(selector=name, **kw), num_classes=2, pool_size=10, seed=0)
+
+
+def test_registry_has_every_method_of_the_spec():
+    assert set(SELECTORS.names()) >= {"all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd"}
+    with pytest.raises(KeyError, match="unknown selector 'nope'"):
+        SELECTORS.get("nope")
+
+
+def test_all_and_soft_keep_everything():
+    for name in ("all", "soft"):
+        sel = make(name).select(batch(TEACHER))
+        assert sel.mask.all() and sel.weights.tolist() == [1.0] * 4
+    assert make("soft").soft_targets and not make("all").soft_targets
+    assert not make("all").needs_student
+
+
+def test_fixed_threshold():
+    sel = make("fixed", fixed_threshold=0.75).select(batch(TEACHER))
+    assert sel.mask.tolist() == [True, False, True, False]
+
+
+def test_random_is_a_fixed_subset_of_the_pool():
+    s = make("random", keep_rate=0.3)
+    assert int(s.keep.sum()) == 3
+    first = s.select(batch(TEACHER * 2 + TEACHER[:2], indices=list(range(10)))).mask
+    again = s.select(batch(TEACHER * 2 + TEACHER[:2], indices=list(range(10)))).mask
+    assert first.tolist() == again.tolist() == s.keep.tolist()
+    other_seed = build_selector(SelectionConfig(selector="random", keep_rate=0.3), 2, 10, seed=1)
+    assert other_seed.keep.sum() == 3
+
+
+def test_teacher_adaptive_first_batch():
+    # first batch: g = mean c = 0.75; m = [0.75, 0.75] -> tau = [0.75, 0.75]
+    sel = make("teacher_adaptive").select(batch(TEACHER))
+    assert sel.mask.tolist() == [True, False, True, False]
+    assert sel.stats["teacher_threshold"] == pytest.approx([0.75, 0.75])
+    # weights = c normalised to mean 1 over the kept pair (0.9, 0.8)
+    assert sel.weights.tolist() == pytest.approx([0.9 / 0.85, 0, 0.8 / 0.85, 0])
+
+
+def test_student_adaptive_first_batch():
+    s = make("student_adaptive")
+    assert s.needs_student
+    sel = s.select(batch(TEACHER, STUDENT))
+    # u ~ [0.08, 1, 1, 0.08]; class 0 mean 0.54, class 1 mean 0.54 -> tau ~ 0.54 each
+    assert sel.mask.tolist() == [False, True, True, False]
+
+
+def test_llkd_needs_both_conditions_and_weights_c_times_u():
+    s = make("llkd")
+    sel = s.select(batch(TEACHER, STUDENT))
+    # teacher keeps 0 and 2; student keeps 1 and 2 -> only sample 2 (confident teacher, unsure student)
+    assert sel.mask.tolist() == [False, False, True, False]
+    assert sel.weights.tolist() == pytest.approx([0, 0, 1.0, 0])
+    assert set(sel.stats) >= {"teacher_threshold", "student_threshold"}
+
+
+def test_llkd_weights_unweighted_flag():
+    # Constant init at 0 keeps every sample, so the weights alone are compared.
+    kw = dict(init="constant", init_value=0.0, momentum=0.99)
+    weighted = make("llkd", **kw).select(batch(TEACHER, STUDENT))
+    plain = make("llkd", weighted=False, **kw).select(batch(TEACHER, STUDENT))
+    assert weighted.mask.all() and plain.mask.all()
+    assert plain.weights.tolist() == [1.0] * 4
+    assert weighted.weights.mean().item() == pytest.approx(1.0)
+    assert weighted.weights[2] > weighted.weights[0]  # c*u: 0.8*1 vs 0.9*0.08
+
+
+def test_llkd_empty_selection():
+    s = make("llkd")
+    sure = [[0.999, 0.001]] * 4
+    sel = s.select(batch(TEACHER, sure))
+    # every student uncertainty is equal, so all reach tau = g * 1; teacher keeps 2 of 4
+    assert sel.mask.sum() == 2
+    s2 = make("llkd", init="constant", init_value=1.0, momentum=0.99)
+    sel2 = s2.select(batch(TEACHER, sure))
+    assert not sel2.mask.any() and sel2.weights.sum() == 0
+
+
+def test_llkd_state_dict_roundtrip():
+    a = make("llkd")
+    a.select(batch(TEACHER, STUDENT))
+    b = make("llkd")
+    b.load_state_dict(a.state_dict())
+    x = a.select(batch(TEACHER[::-1], STUDENT))
+    y = b.select(batch(TEACHER[::-1], STUDENT))
+    assert x.mask.tolist() == y.mask.tolist() and x.stats == y.stats
+
+
+def test_freematch_uses_student_confidence_and_prediction():
+    s = make("freematch")
+    student = [[0.99, 0.01], [0.6, 0.4], [0.45, 0.55], [0.02, 0.98]]
+    sel = s.select(batch(TEACHER, student))
+    # confidence [0.99, 0.6, 0.55, 0.98], classes from the student [0, 0, 1, 1]:
+    # g = 0.78, m = [0.795, 0.765] -> tau = [0.78, 0.78 * 0.765 / 0.795]
+    assert sel.stats["student_threshold"] == pytest.approx([0.78, 0.78 * 0.765 / 0.795])
+    assert sel.mask.tolist() == [True, False, False, True]

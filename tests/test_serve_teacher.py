@@ -1,0 +1,137 @@
+"""``llkd serve-teacher``: the OpenAI-compatible server over the real SmolLM2-135M."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+import time
+from typing import Any, Iterator
+
+import httpx
+import pytest
+import torch
+
+from llkd.teacher.server import ChatModel, TeacherHTTPServer
+
+MESSAGES = [{"role": "user", "content": "Classify the news headline into one of: World, Sports, Business, Sci/Tech.\n\nText: Federer wins fifth Wimbledon title"}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[TeacherHTTPServer]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `serve-teacher --threads 1`: on a shared 2-core box, far faster
+    srv = TeacherHTTPServer(ChatModel("smollm2-135m", device="cpu"), "127.0.0.1", 0)
+    srv.start_background()
+    yield srv
+    srv.stop()
+    torch.set_num_threads(threads)
+
+
+def chat(server: TeacherHTTPServer, **body: Any) -> httpx.Response:
+    return httpx.post(server.url + "/chat/completions", json={"messages": MESSAGES} | body, timeout=120)
+
+
+@pytest.mark.timeout(60)
+def test_health_and_models(server: TeacherHTTPServer) -> None:
+    root = server.url.removesuffix("/v1")
+    assert httpx.get(root + "/health").json() == {"status": "ok", "model": "smollm2-135m"}
+    models = httpx.get(server.url + "/models").json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["smollm2-135m"]
+
+
+@pytest.mark.timeout(60)
+def test_greedy_completion_with_first_token_top_logprobs(server: TeacherHTTPServer) -> None:
+    r = chat(server, model="smollm2-135m", max_tokens=3, temperature=0, logprobs=True, top_logprobs=5)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == "smollm2-135m"
+    (choice,) = body["choices"]
+    assert choice["message"]["role"] == "assistant" and isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in ("stop", "length")
+    first = choice["logprobs"]["content"][0]
+    top = first["top_logprobs"]
+    assert len(top) == 5 and all({"token", "logprob", "bytes"} <= set(t) for t in top)
+    values = [t["logprob"] for t in top]
+    assert values == sorted(values, reverse=True) and values[0] <= 0 and sum(math.exp(v) for v in values) <= 1 + 1e-6
+    assert first["token"] == top[0]["token"] and first["logprob"] == pytest.approx(values[0])  # greedy takes the top token
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    again = chat(server, max_tokens=3, temperature=0, logprobs=True, top_logprobs=5).json()
+    assert again["choices"][0]["message"] == choice["message"]  # greedy is deterministic
+
+
+@pytest.mark.timeout(60)
+def test_n_sampled_choices_are_reproducible_with_a_seed(server: TeacherHTTPServer) -> None:
+    body = chat(server, max_tokens=4, temperature=1.0, n=3, seed=7).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert all(c["logprobs"] is None for c in body["choices"])
+    again = chat(server, max_tokens=4, temperature=1.0, n=3, seed=7).json()
+    assert [c["message"]["content"] for c in again["choices"]] == [c["message"]["content"] for c in body["choices"]]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
+        ({"messages": MESSAGES, "model": "gpt-9"}, 404, "not served"),
+        ({"messages": MESSAGES, "logprobs": True, "top_logprobs": 50}, 400, "top_logprobs"),
+        ({"messages": MESSAGES, "max_tokens": 0}, 400, "max_tokens"),
+        ({"messages": MESSAGES, "stream": True}, 400, "stream"),
+        ({"messages": MESSAGES, "n": 100}, 400, "'n'"),
+    ],
+)
+def test_bad_requests_get_openai_error_bodies(server: TeacherHTTPServer, body: dict[str, Any], status: int, words: str) -> None:
+    r = httpx.post(server.url + "/chat/completions", json=body, timeout=30)
+    assert r.status_code == status
+    assert words in r.json()["error"]["message"]
+
+
+@pytest.mark.timeout(60)
+def test_invalid_json_and_unknown_route(server: TeacherHTTPServer) -> None:
+    r = httpx.post(server.url + "/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    assert httpx.post(server.url + "/completions", json={}).status_code == 404
+    assert httpx.get(server.url + "/nothing").status_code == 404
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_requests_all_answered(server: TeacherHTTPServer) -> None:
+    statuses: list[int] = []
+
+    def one() -> None:
+        statuses.append(chat(server, max_tokens=2, temperature=0).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 4
+
+
+@pytest.mark.timeout(60)
+def test_request_whose_client_hung_up_while_queued_is_skipped(server: TeacherHTTPServer) -> None:
+    model = server.chat_model
+    body = json.dumps({"messages": MESSAGES, "max_tokens": 2, "temperature": 0}).encode()
+    host, port = server.server_address[:2]
+    with model._lock:  # the model is busy: the request queues
+        served = model.requests_served
+        sock = socket.create_connection((host, port))
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.3)
+        sock.close()  # the client times out and leaves
+    time.sleep(1.0)
+    assert model.requests_served == served
+    assert chat(server, max_tokens=1, temperature=0).status_code == 200  # and the server carries on
+
+
+def test_cli_registers_serve_teacher() -> None:
+    from llkd.cli import build_parser
+    from llkd.commands import serve_teacher
+
+    args = build_parser().parse_args(["serve-teacher"])
+    assert args._run is serve_teacher.run
+    assert (args.model, args.host, args.port, args.dtype, args.device) == ("smollm2-135m", "127.0.0.1", 8000, "float32", "auto")

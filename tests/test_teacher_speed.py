@@ -1,0 +1,66 @@
+"""`llkd bench-teacher`: the harness produces every number and (b) and (c) agree. No timing
+assertions: speed depends on the machine and on whatever else runs on it."""
+
+import json
+
+import pytest
+
+from llkd.cli import main
+from llkd.teacher.speed import matmul_peak_gflops, parse_answer
+
+
+def test_parse_answer(agnews_schema) -> None:
+    names = agnews_schema.names  # World, Sports, Business, Sci/Tech (verbalizer Technology)
+    assert parse_answer("Sports", agnews_schema) == names.index("Sports")
+    assert parse_answer(" business.", agnews_schema) == names.index("Business")
+    assert parse_answer("technology", agnews_schema) == names.index("Sci/Tech")
+    assert parse_answer("Sci/Tech", agnews_schema) == names.index("Sci/Tech")
+    assert parse_answer("Category: World news", agnews_schema) == names.index("World")
+    assert parse_answer("It is about Business, not Sports", agnews_schema) == names.index("Business")
+    assert parse_answer("The category you", agnews_schema) == -1
+    assert parse_answer("", agnews_schema) == -1
+    assert parse_answer("worldwide sportswear", agnews_schema) == -1  # whole words only
+
+
+def test_matmul_peak_is_positive() -> None:
+    peak = matmul_peak_gflops(size=128, reps=2)
+    assert peak["best_gflops"] >= peak["median_gflops"] > 0
+    assert peak["threads"] >= 1
+
+
+@pytest.mark.timeout(600)
+def test_bench_teacher_fields_and_agreement(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    rc = main(["bench-teacher", "--texts", "6", "--batch-size", "4", "--peak-size", "256", "--no-progress",
+               "--teacher-device", "cpu", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["texts"] == 6 and res["threads"] >= 1 and res["peak"]["gflops"] > 0
+    assert res["params"]["non_embedding"] > 0
+    assert set(res["methods"]) == {"naive", "reference", "llkd"}
+    for m in res["methods"].values():
+        assert m["texts"] == 6 and m["seconds"] > 0 and m["texts_per_s"] > 0
+        assert m["tokens"] > 0 and m["gflops"] > 0 and m["fraction_of_peak"] > 0
+        assert 0.0 <= m["accuracy"] <= 1.0
+    assert set(res["speedup"]) == {"llkd_over_naive", "llkd_over_reference"}
+    # llkd runs the prefix once and scores every label from one position: far fewer tokens
+    ref, fast = res["methods"]["reference"], res["methods"]["llkd"]
+    assert fast["tokens"] < ref["tokens"] / 2
+    n_labels = len(res["verbalizer_tokens"])
+    assert ref["tokens"] >= n_labels * 6 * res["prefix_tokens"]
+    # (b) and (c) compute the same label log-probs
+    ag = res["agreement"]["reference_vs_llkd"]
+    assert ag["identical"] and ag["disagreements"] == 0
+    assert ag["max_abs_logprob_diff"] < 1e-3
+    assert res["preds"]["reference"] == res["preds"]["llkd"]
+    assert len(res["preds"]["naive"]) == 6 and all(-1 <= p < n_labels for p in res["preds"]["naive"])
+
+
+@pytest.mark.timeout(300)
+def test_bench_teacher_skips(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    rc = main(["bench-teacher", "--texts", "3", "--skip-naive", "--skip-reference", "--peak-size", "128",
+               "--no-progress", "--teacher-device", "cpu", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert set(res["methods"]) == {"llkd"} and res["speedup"] == {} and res["agreement"] == {}
