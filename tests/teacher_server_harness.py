@@ -126,6 +126,7 @@ class FaultProxy:
         self.answered: Counter[str] = Counter()
         self.upstream_errors: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.responses: dict[str, list[dict[str, Any]]] = {}  # key -> 200 bodies relayed, in order
         self._client = httpx.Client(timeout=120.0)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -150,6 +151,9 @@ class FaultProxy:
 
     def per_text(self, counter: Counter[str], texts: Iterable[str]) -> dict[str, int]:
         return {t: sum(n for key, n in counter.items() if t in key) for t in texts}
+
+    def responses_for(self, text: str) -> list[dict[str, Any]]:
+        return [body for key, bodies in self.responses.items() if text in key for body in bodies]
 
     # -- request handling ---------------------------------------------------------------------
     def _next_fault(self, key: str) -> Fault | None:
@@ -182,6 +186,7 @@ class FaultProxy:
                 body = json.dumps(payload).encode()
             with self._lock:
                 self.answered[key] += 1
+                self.responses.setdefault(key, []).append(json.loads(body))
         return r.status_code, {}, body
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

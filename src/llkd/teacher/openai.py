@@ -50,6 +50,10 @@ _RETRYABLE_STATUS = {408, 409, 425, 429}  # plus every 5xx
 class RequestFailed(Exception):
     """A request that cannot succeed (retries exhausted or a non-retryable error)."""
 
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+
 
 # -- answer parsing -------------------------------------------------------------------------
 
@@ -211,8 +215,11 @@ class OpenAITeacher(Teacher):
         key = os.environ.get(api_key_env) if api_key_env else None
         if key:  # local servers need none; the key lives only in this header, never in logs
             headers["Authorization"] = f"Bearer {key}"
+        # Credentials in the URL (user:pass@host) still authenticate, but stay out of identity().
+        auth = httpx.BasicAuth(url.username, url.password) if url.username else None
         self._client = httpx.Client(
             headers=headers,
+            auth=auth,
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
         )
@@ -251,32 +258,43 @@ class OpenAITeacher(Teacher):
         except Exception as e:  # one text's surprise must not cost the other texts their answers
             log.exception("openai teacher: unexpected error for one text")
             result = TeacherFailure(f"unexpected error: {type(e).__name__}: {e}")
-        stats.add(answered=isinstance(result, TeacherAnswer), failed=isinstance(result, TeacherFailure))
+        stats.add(answered=int(isinstance(result, TeacherAnswer)), failed=int(isinstance(result, TeacherFailure)))
         return result
 
     def _answer_or_raise(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
         if self.confidence == "vote" or not self._logprobs_ok:
             return self._vote(text, stats)
-        body = self._request(self._payload(text, logprobs=True), stats)
+        try:
+            body = self._request(self._payload(text, logprobs=True), stats)
+        except RequestFailed as e:
+            # Some servers reject the logprobs parameters outright rather than ignoring them.
+            if self.confidence == "auto" and e.status in (400, 422) and "logprob" in str(e).lower():
+                self._switch_to_vote(f"rejects logprobs ({e})")
+                return self._vote(text, stats)
+            raise
         choice = body["choices"][0]
         top = _first_token_top_logprobs(choice)
         if top is None:
             if self.confidence == "logprobs":
                 return TeacherFailure("server returned no logprobs; use confidence=vote (or auto) with this server")
-            with self._mode_lock:
-                if self._logprobs_ok:
-                    log.warning("openai teacher: %s returned no logprobs; switching to vote confidence (%d samples per text)", self.base_url.host, self.votes)
-                self._logprobs_ok = False
+            self._switch_to_vote("returned no logprobs")
             return self._vote(text, stats)
         mass = label_mass_from_top_logprobs(self.schema, top)
-        if sum(mass) > 0:
-            return TeacherAnswer([m + EPSILON for m in mass], "first_token_logprobs")
+        total = sum(mass)
+        if total > 0:  # renormalise over the labels first, so the floor does not depend on the total
+            return TeacherAnswer([m / total + EPSILON for m in mass], "first_token_logprobs")
         # No candidate token starts a label (e.g. the reply opens with "The"): read the reply.
         reply = _reply_text(choice)
         label = label_from_reply(self.schema, reply)
         if label is None:
             return TeacherFailure(f"no label in the first token's top logprobs nor in the reply {reply[:80]!r}")
         return TeacherAnswer(self._one_hot(label), "parsed_reply")
+
+    def _switch_to_vote(self, why: str) -> None:
+        with self._mode_lock:
+            if self._logprobs_ok:
+                log.warning("openai teacher: %s %s; switching to vote confidence (%d samples per text)", self.base_url.host, why, self.votes)
+            self._logprobs_ok = False
 
     def _vote(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
         replies: list[str] = []
@@ -292,7 +310,7 @@ class OpenAITeacher(Teacher):
         counts = Counter(label for label in labels if label is not None)
         if not counts:
             return TeacherFailure(f"none of {len(replies)} sampled replies names a label, e.g. {replies[0][:80]!r}" if replies else "server returned no choices")
-        return TeacherAnswer([counts.get(i, 0) + EPSILON for i in range(self.schema.num_labels)], "vote")
+        return TeacherAnswer([counts.get(i, 0) / len(replies) + EPSILON for i in range(self.schema.num_labels)], "vote")
 
     def _one_hot(self, label: int) -> list[float]:
         return [1.0 if i == label else EPSILON for i in range(self.schema.num_labels)]
@@ -340,7 +358,7 @@ class OpenAITeacher(Teacher):
                     if retry_after is not None:
                         wait = min(retry_after, self.retry_after_max)
                 else:  # 4xx: the request itself is wrong; repeating it cannot help
-                    raise RequestFailed(f"HTTP {status} from {self.base_url.host}: {_snippet(response)}")
+                    raise RequestFailed(f"HTTP {status} from {self.base_url.host}: {_snippet(response)}", status)
             if attempt == self.max_retries:
                 break
             stats.retried(kind)

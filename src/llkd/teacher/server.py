@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -137,11 +137,18 @@ class ChatModel:
         timed out while queued is not worth a forward pass (its retry is already on the way)."""
         prompt = self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(prompt_ids) + req.max_tokens > limit:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({req.max_tokens}) exceeds the model's context of {limit}")
+        # Greedy choices are all the same: decode one and copy it.
+        run = replace(req, n=1) if req.temperature == 0 else req
         with self._lock:
             if client_gone is not None and client_gone():
                 raise ClientGone
-            tokens, logprob_rows = self._decode(prompt_ids, req)
+            tokens, logprob_rows = self._decode(prompt_ids, run)
             self.requests_served += 1
+        if run.n != req.n:
+            tokens, logprob_rows = tokens * req.n, logprob_rows * req.n
         choices = []
         for i in range(req.n):
             ids = tokens[i]
