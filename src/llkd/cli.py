@@ -24,6 +24,16 @@ COMMANDS = [
 ]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the None of config flags (their help already names the
+    config default, which a None flag leaves in force)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llkd", description="Distil an LLM teacher into a small text classifier with LLKD sample selection.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
@@ -36,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         cmd = name.replace("_", "-")
-        p = sub.add_parser(cmd, help=module.HELP, description=module.HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(cmd, help=module.HELP, description=module.HELP, formatter_class=_HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

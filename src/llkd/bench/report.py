@@ -151,6 +151,8 @@ def comparison_text(c: dict[str, Any]) -> str:
     ]
     if c["cis"]:
         lines.append("- 95% bootstrap interval over test texts: " + ", ".join(f"seed {s}: [{lo:+.3f}, {hi:+.3f}]" for s, lo, hi in c["cis"]) + ".")
+    if c["best_data_usage"] == 0:
+        lines.append(f"- Note: the best baseline {c['best_baseline']} selected no sample (no optimiser update): its score is an untrained classifier head's.")
     lines.append(f"- Verdict: {verdict(c)}.")
     return "\n".join(lines)
 

@@ -140,7 +140,8 @@ class StudentTrainer:
                 log.info("resumed from %s at step %d/%d", ckpt, state["step"], total_steps)
 
         log_path = self.output / "steps.jsonl"
-        log_file = open(log_path, "a" if state["step"] else "w", encoding="utf-8")
+        # Only the main process writes the step log (thresholds are identical on every rank).
+        log_file = open(log_path if acc.is_main_process else os.devnull, "a" if state["step"] else "w", encoding="utf-8")
         bar = tqdm(total=total_steps, initial=state["step"], desc=f"student[{self.selection_cfg.selector}]", unit="step", disable=not self.progress or not acc.is_main_process, dynamic_ncols=True)
         model.train()
         try:
@@ -149,7 +150,10 @@ class StudentTrainer:
                 epoch, k = divmod(step, steps_per_epoch)
                 order = np.random.default_rng(cfg.seed + epoch).permutation(n)
                 batch_rows = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-                batch_rows = batch_rows[acc.process_index :: acc.num_processes]  # this process's share
+                if acc.num_processes > 1:
+                    # Equal shares, so every process selects (and all-reduces) every step.
+                    short = -len(batch_rows) % acc.num_processes
+                    batch_rows = np.concatenate([batch_rows, order[:short]])[acc.process_index :: acc.num_processes]
                 loss_value, n_sel = self._step(model, tokenizer, encoded, batch_rows, selector, optimizer, acc, device, state)
                 scheduler.step()  # same LR schedule for every method, whatever it selected
                 state["step"] = step + 1
