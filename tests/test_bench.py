@@ -206,7 +206,9 @@ def test_compare_with_bootstrap_from_saved_predictions(tmp_path: Path) -> None:
             recs.append({"dataset": "toy", "method": method, "kind": "student", "teacher": "t", "seed": seed, "macro_f1": acc, "data_usage": 0.3, "run_dir": str(d)})
     c = compare(recs, "toy", "t", gold, 3, bootstrap=200)
     assert len(c["cis"]) == 2 and all(lo > 0 for _, lo, _ in c["cis"])
-    assert "excludes zero on 2 of 2" in verdict(c)
+    assert "llkd better than all: bootstrap interval excludes zero on 2 of 2" in verdict(c)
+    mixed = {**c, "wins": 1, "losses": 1, "cis": [(0, 0.01, 0.05), (1, -0.05, -0.01)]}
+    assert verdict(mixed).startswith("inconsistent")
 
 
 def test_csv_writer(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ COMMANDS = [
     "serve_teacher",
     "bench_teacher",
     "bench",
+    "bench_teachers",
 ]
 
 

@@ -129,15 +129,22 @@ def _preds(rec: dict[str, Any]) -> np.ndarray | None:
 
 
 def verdict(c: dict[str, Any]) -> str:
+    """method.md section 7: a difference is real when it holds across >= 3 paired seeds, or a
+    bootstrap interval over test texts excludes zero (and no seed's interval says the opposite)."""
     n = len(c["seeds"])
     if not n:
         return "no paired seeds"
-    excl = [ci for ci in c["cis"] if ci[1] > 0 or ci[2] < 0]
+    tgt, best = c["target"], c["best_baseline"]
     if n >= 3 and (c["wins"] == n or c["losses"] == n):
-        word = "better" if c["wins"] == n else "worse"
-        return f"{c['target']} {word} than {c['best_baseline']} on all {n} paired seeds"
-    if excl:
-        return f"bootstrap interval excludes zero on {len(excl)} of {len(c['cis'])} seeds"
+        return f"{tgt} {'better' if c['wins'] == n else 'worse'} than {best} on all {n} paired seeds"
+    above = sum(1 for _, lo, _ in c["cis"] if lo > 0)
+    below = sum(1 for _, _, hi in c["cis"] if hi < 0)
+    k = len(c["cis"])
+    if above and below:
+        return f"inconsistent: the interval is above zero on {above} and below zero on {below} of {k} seeds; no real difference"
+    if above or below:
+        word = "better" if above else "worse"
+        return f"{tgt} {word} than {best}: bootstrap interval excludes zero on {above or below} of {k} seed(s), none the other way" + (" (a single seed only)" if n < 3 else "")
     if n < 3:
         return f"not established: {n} seed(s) (need >= 3 paired seeds) and every bootstrap interval includes zero"
     return f"not established: {c['wins']} wins / {c['losses']} losses over {n} seeds, every bootstrap interval includes zero"

@@ -45,6 +45,9 @@ def write_outputs(bench: Bench, command: str, started: float, wall_s: float) -> 
         "",
         f"- Date: {_dt.datetime.fromtimestamp(started).isoformat(timespec='seconds')}; wall time {wall_s / 60:.1f} min.",
         f"- Command: `{command}`",
+        *([f"- {sum(1 for r in records if r.get('reused'))} of {len(records)} runs were reused from an earlier invocation with identical settings "
+            "(their record.json); their train times are from that invocation, the wall time above is this one's."]
+          if any(r.get("reused") for r in records) else []),
         f"- Mode: {'quick' if s.quick else 'full'}; suites: {', '.join(s.suites)}; seeds {s.seeds}; pool {s.pool_size}, test {s.test_size} per dataset (split seed {s.split_seed}).",
         f"- Student `{s.student}`, {s.epochs:g} epoch(s), batch {s.batch_size}, lr {s.lr:g}, max_length {s.max_length}; teacher calibration `{s.calibration}` (pool-mean reference, no gold).",
         "- Every student method: same student, optimiser, schedule, epochs and seeds; only the selector differs. "

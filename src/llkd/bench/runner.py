@@ -258,7 +258,7 @@ class Bench:
             old = json.loads(rec_path.read_text())
             if old.get("fingerprint") == fingerprint:
                 self.say(f"[{data.name}] {method.name:<28} seed {seed}: done before, reusing {rec_path}")
-                return old
+                return {**old, "reused": True}
         if out.exists():
             shutil.rmtree(out)
         from llkd.config import LLKDConfig

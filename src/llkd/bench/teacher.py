@@ -99,6 +99,7 @@ def export_answers(data: BenchData, teacher: str, answers_dir: Path, cache: Path
         if a is not None:
             probs[i] = a.probs
     path = answers_file(answers_dir, data.name, teacher)
-    write_answers(path, data.name, teacher, identity, data.schema, keys, probs)
     have = int((~np.isnan(probs).any(1)).sum())
+    if have or path.exists():  # no empty files
+        write_answers(path, data.name, teacher, identity, data.schema, keys, probs)
     return path, have, len(texts) - have
