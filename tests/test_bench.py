@@ -220,7 +220,7 @@ def test_csv_writer(tmp_path: Path) -> None:
 
 
 # -- end to end ------------------------------------------------------------------------------
-@pytest.mark.slow  # ~30 s on 2 free cores, over a minute on a busy machine
+# ~30 s on 2 free cores: the quick-mode harness from committed answers, in the fast tier CI runs
 def test_bench_end_to_end_from_committed_answers(tmp_path: Path) -> None:
     """A tiny --quick-style run: 1 dataset, pool 48, test 48, 2 selectors + the teacher row,
     1 epoch, teacher answers from the committed files only (no teacher is run)."""

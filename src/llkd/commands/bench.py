@@ -14,13 +14,14 @@ HELP = "Benchmark LLKD against every baseline (and the teacher and a supervised 
 # --quick: what CI runs (< 10 min on 2 CPU cores), from committed teacher answers only.
 QUICK = {"datasets": ["csabstruct", "agnews"], "pool_size": 150, "test_size": 150, "seeds": [0], "epochs": 1.0, "max_length": 64}
 # Full mode: 5 datasets x 9 student methods x 3 seeds = 135 student runs (+ the teacher rows).
-# Budget on 2 dedicated CPU cores, MiniLM at ~15 training samples/s and ~45 inference texts/s:
-# a 300-text pool for 2 epochs is 600 sample-steps, ~40 s for the full-data methods (all, soft,
-# supervised, freematch, teacher_adaptive) and ~25 s for the selective ones (a forward-only
-# scoring pass plus backward on the selected share), plus ~27 s to load the student and
-# evaluate 1,000 test texts: ~55 s a run on average, ~25 min a dataset, ~2.1 h in all.
-# Test splits are 1,000 texts (SST-2: its 872). See docs/results.md for measured times.
-FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 1000, "seeds": [0, 1, 2], "epochs": 2.0, "max_length": 64}
+# Students need on the order of 100 optimiser steps to learn at all (1-2 epochs of a 300-text
+# pool, 10-38 steps, left even the supervised bound near chance), so full mode trains 5 epochs
+# of a 300-text pool at batch 16 (95 steps, 1,500 sample-steps). Budget on 2 dedicated cores,
+# MiniLM at max_length 64: ~60-70 s for a full-data run, ~35-45 s for a selective one (scoring
+# pass plus backward on the selected share), plus loading and evaluating 1,000 test texts:
+# ~60 s a run on average, ~27 min a dataset, ~2.3 h in all (an estimate until a full run has
+# been timed on an idle machine). Test splits are 1,000 texts (SST-2: its 872).
+FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 1000, "seeds": [0, 1, 2], "epochs": 5.0, "max_length": 64}
 DEFAULT_METHODS = ["teacher", "all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd", "supervised"]
 
 
