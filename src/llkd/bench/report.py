@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from llkd.evaluation.metrics import bootstrap_diff_ci
+from llkd.teacher.calibration import reliability_bins
 
 CSV_COLUMNS = [
     "dataset", "suite", "method", "selector", "kind", "teacher", "noise", "seed", "accuracy", "macro_f1",
@@ -239,16 +240,6 @@ def plot_thresholds(steps_jsonl: Path, labels: list[str], path: Path) -> Path | 
     return path
 
 
-def binned(signal: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[tuple[float, float, float, int]]:
-    """(bin low, bin high, accuracy, count) over equal-width bins of a [0, 1] signal."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    out = []
-    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        sel = (signal >= lo) & ((signal < hi) if k < bins - 1 else (signal <= hi))
-        out.append((float(lo), float(hi), float(correct[sel].mean()) if sel.any() else float("nan"), int(sel.sum())))
-    return out
-
-
 def plot_signal_vs_accuracy(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, title: str, path: Path, bins: int = 10) -> Path | None:
     """Paper Figure 2 analogue: accuracy per bin of a signal (teacher confidence, student
     uncertainty), one line per dataset; marker size shows the bin's share of texts."""
@@ -257,7 +248,7 @@ def plot_signal_vs_accuracy(series: dict[str, tuple[np.ndarray, np.ndarray]], xl
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4))
     for k, (name, (signal, correct)) in enumerate(series.items()):
-        b = [x for x in binned(signal, correct, bins) if x[3] > 0]
+        b = [x for x in reliability_bins(signal, correct, bins) if x[3] > 0]
         xs = [(lo + hi) / 2 for lo, hi, _, _ in b]
         ax.plot(xs, [a for _, _, a, _ in b], "-", color=f"C{k}", label=name, lw=1.2)
         ax.scatter(xs, [a for _, _, a, _ in b], s=[8 + 300 * n / len(signal) for *_, n in b], color=f"C{k}")

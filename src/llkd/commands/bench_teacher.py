@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="Batch size of llkd's scoring (default: the teacher's batch size).")
     p.add_argument("--skip-naive", action="store_true", help="Leave out (a), the generate loop.")
     p.add_argument("--skip-reference", action="store_true", help="Leave out (b), per-label scoring without reuse (slow).")
+    p.add_argument("--naive-max-new-tokens", type=int,
+                   help="Tokens (a) may generate (default: the longest verbalizer's token count + 2).")
     p.add_argument("--threads", type=int, help="torch CPU threads for every method (default: torch's current count).")
     p.add_argument("--peak-size", type=int, default=2048, help="Matrix size of the fp32 matmul peak measurement.")
     p.add_argument("--json", type=Path, metavar="OUT", help="Write every number to this JSON file.")
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"{len(texts)} texts from {source}; model {cfg.teacher.model} on {teacher.device}, {torch.get_num_threads()} threads")
     res = bench_teacher(teacher, texts.texts, texts.labels, batch_size=batch_size, naive=not args.skip_naive,
                         reference=not args.skip_reference, peak_size=args.peak_size,
+                        naive_max_new_tokens=args.naive_max_new_tokens,
                         progress=not args.no_progress, log=log)
     res["source"] = source
     res["date"] = datetime.date.today().isoformat()

@@ -126,15 +126,16 @@ def parse_answer(answer: str, schema: LabelSchema) -> int:
     return best[2] if best else -1
 
 
-def naive_max_new_tokens(teacher: HFTeacher) -> int:
+def default_max_new_tokens(teacher: HFTeacher) -> int:
     return max(len(v) for v in teacher.verbalizer_ids) + 2
 
 
 @torch.inference_mode()
-def run_naive(teacher: HFTeacher, texts: Sequence[str], progress: bool = False) -> MethodRun:
-    """(a): one ``generate`` per text, greedy, a few new tokens, answer parsed into a label."""
+def run_naive(teacher: HFTeacher, texts: Sequence[str], progress: bool = False, max_new_tokens: int | None = None) -> MethodRun:
+    """(a): one ``generate`` per text, greedy, a few new tokens (default: the longest verbalizer's
+    token count + 2), answer parsed into a label."""
     model, tok, dev = teacher.model, teacher.tokenizer, teacher.device
-    max_new = naive_max_new_tokens(teacher)
+    max_new = max_new_tokens or default_max_new_tokens(teacher)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     run = MethodRun("naive", answers=[])
     _sync(dev)
@@ -267,6 +268,7 @@ def bench_teacher(
     reference: bool = True,
     peak_size: int = 2048,
     peak_reps: int = 5,
+    naive_max_new_tokens: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -282,7 +284,7 @@ def bench_teacher(
     # full forward like (b)'s, so one of the two suffices; (c) runs its own batched path.
     warm = texts[:1]
     if naive:
-        run_naive(teacher, warm)
+        run_naive(teacher, warm, max_new_tokens=naive_max_new_tokens)
     elif reference:
         run_reference(teacher, warm)
     run_fast(teacher, warm, batch_size)
@@ -290,7 +292,7 @@ def bench_teacher(
     runs: dict[str, MethodRun] = {}
     if naive:
         log(f"(a) naive generate loop on {len(texts)} texts")
-        runs["naive"] = run_naive(teacher, texts, progress)
+        runs["naive"] = run_naive(teacher, texts, progress, naive_max_new_tokens)
     if reference:
         log(f"(b) per-label scoring without reuse on {len(texts)} texts")
         runs["reference"] = run_reference(teacher, texts, progress)
@@ -323,7 +325,7 @@ def bench_teacher(
         if gold is not None:
             m["accuracy"] = float(np.mean([p == g for p, g in zip(r.preds, gold)]))
         if r.answers is not None:
-            m["answer_examples"] = r.answers[:5]
+            m["answers"] = r.answers
         methods[key] = m
 
     fast = runs["llkd"]
@@ -353,7 +355,7 @@ def bench_teacher(
         "torch": torch.__version__,
         "texts": len(texts),
         "batch_size": batch_size,
-        "naive_max_new_tokens": naive_max_new_tokens(teacher),
+        "naive_max_new_tokens": naive_max_new_tokens or default_max_new_tokens(teacher),
         "prefix_tokens": len(teacher.prefix_ids),
         "verbalizer_tokens": [len(v) for v in teacher.verbalizer_ids],
         "params": size,
