@@ -332,7 +332,7 @@ def markdown(results: dict[str, Any], title: str = "Packaged teachers on the ben
     lines.append(
         "Zero-shot accuracy and macro-F1 (in %) of each packaged teacher on the fixed test split of each benchmark "
         "dataset (`llkd.bench.datasets`, split seed "
-        f"{sorted({c['split_seed'] for c in cells.values()}) or [0]}), scored by verbalizer likelihood as in "
+        f"{', '.join(str(x) for x in sorted({c['split_seed'] for c in cells.values()})) or 0}), scored by verbalizer likelihood as in "
         "method.md section 1: raw, with **mean calibration** (divide by the mean teacher distribution over the "
         "dataset's unlabeled pool texts: no labels used) and with **contextual calibration** (divide by the "
         f"answer on the content-free input `{CONTENT_FREE}`). ECE: expected calibration error of the max-probability "
