@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llkd.bench.answers import PACKAGED, answers_file, lookup, read_answers, write_answers
-from llkd.bench.datasets import DATASETS, default_data_root, load_dataset, text_key
+from llkd.bench.datasets import DATASETS, load_dataset, text_key
 from llkd.bench.noise import NoiseSpec, inject_noise
 from llkd.bench.report import CSV_COLUMNS, aggregate, compare, markdown_table, verdict, write_csv
 from llkd.data.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _data_root() -> Path:
-    for cand in (os.environ.get("LLKD_DATA_ROOT"), default_data_root(), REPO.parent / "shared" / "data"):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    pytest.skip("shared benchmark data not found (set LLKD_DATA_ROOT)")
+from conftest import shared_data_root as _data_root
 
 
 # -- datasets --------------------------------------------------------------------------------

@@ -4,24 +4,15 @@ one tiny real run (SmolLM2, 8 test + 8 pool texts, a temporary teacher cache).""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llkd.bench.datasets import default_data_root
 from llkd.bench.teachers import (NOTES_MARKER, cell_key, empty_results, markdown, note_order, parse_sizes,
                                  read_results, score_cell, write_markdown, write_results)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _data_root() -> Path:
-    for cand in (os.environ.get("LLKD_DATA_ROOT"), default_data_root(), REPO.parent / "shared" / "data"):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    pytest.skip("shared benchmark data not found (set LLKD_DATA_ROOT)")
+from conftest import shared_data_root as _data_root
 
 
 def _fake_cell(teacher: str, dataset: str, acc: float) -> dict:
