@@ -73,7 +73,6 @@ def train_student(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, teacher_p
     trainer = StudentTrainer(cfg.student, cfg.selection, schema, pool, teacher_probs, dev=dev, progress=progress)
     with StageMeter("student") as meter:
         result = trainer.train()
-    result.trainer = trainer  # type: ignore[attr-defined]
     return result, meter
 
 

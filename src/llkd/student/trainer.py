@@ -96,6 +96,7 @@ class StudentTrainer:
         self.dev = dev
         self.progress = progress
         self.output = Path(student.output)
+        self._last_stats: dict[str, Any] = {}  # the latest selection's thresholds, for the step log
 
     # ------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -171,14 +172,13 @@ class StudentTrainer:
         finally:
             bar.close()
             log_file.close()
-        model_dir = self.output / "model"
+        result = self._result(self.output / "model", state, n)
         if acc.is_main_process:
-            result = self._result(model_dir, state, n)
-            save_student(acc.unwrap_model(model), tokenizer, self.schema, model_dir, {"training": result.summary(), "selector": self.selection_cfg.selector})
+            save_student(acc.unwrap_model(model), tokenizer, self.schema, result.model_dir, {"training": result.summary(), "selector": self.selection_cfg.selector})
         acc.wait_for_everyone()
         self.model = acc.unwrap_model(model)
         self.tokenizer = tokenizer
-        return self._result(model_dir, state, n)
+        return result
 
     # ------------------------------------------------------------------------------------
     def _step(self, model: Any, tokenizer: Any, encoded: list[list[int]], batch_rows: np.ndarray, selector: Any, optimizer: Any, acc: Any, device: torch.device, state: dict) -> tuple[float, int]:
