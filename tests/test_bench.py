@@ -234,3 +234,27 @@ def test_bench_end_to_end_from_committed_answers(tmp_path: Path) -> None:
     assert (out / "plots" / "f1_vs_data.png").stat().st_size > 0
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["datasets"]["agnews"]["pool_size"] == 48 and prov["datasets"]["agnews"]["teachers"]["smollm2-135m"]["answers_from"]["answer_file"] == 96
+
+
+@pytest.mark.parametrize("given,expected", [("3", [0, 1, 2]), ("1", [0]), ("0,", [0]), ("2,5", [2, 5])])
+def test_seed_argument_forms(given: str, expected: list[int]) -> None:
+    import argparse
+
+    from llkd.commands.bench import _settings, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert _settings(p.parse_args(["--seeds", given])).seeds == expected
+
+
+@pytest.mark.parametrize("given", ["0", "a,b", ","])
+def test_seed_argument_that_would_run_nothing_is_an_error(given: str) -> None:
+    import argparse
+
+    from llkd.commands.bench import _settings, add_arguments
+    from llkd.config import ConfigError
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    with pytest.raises(ConfigError, match="seeds"):
+        _settings(p.parse_args(["--seeds", given]))

@@ -14,14 +14,15 @@ HELP = "Benchmark LLKD against every baseline (and the teacher and a supervised 
 # --quick: what CI runs (< 10 min on 2 CPU cores), from committed teacher answers only.
 QUICK = {"datasets": ["csabstruct", "agnews"], "pool_size": 150, "test_size": 150, "seeds": [0], "epochs": 1.0, "max_length": 64}
 # Full mode: 5 datasets x 9 student methods x 3 seeds = 135 student runs (+ the teacher rows).
-# Students need on the order of 100 optimiser steps to learn at all (1-2 epochs of a 300-text
-# pool, 10-38 steps, left even the supervised bound near chance), so full mode trains 5 epochs
-# of a 300-text pool at batch 16 (95 steps, 1,500 sample-steps). Budget on 2 dedicated cores,
-# MiniLM at max_length 64: ~60-70 s for a full-data run, ~35-45 s for a selective one (scoring
-# pass plus backward on the selected share), plus loading and evaluating 1,000 test texts:
-# ~60 s a run on average, ~27 min a dataset, ~2.3 h in all (an estimate until a full run has
-# been timed on an idle machine). Test splits are 1,000 texts (SST-2: its 872).
-FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 1000, "seeds": [0, 1, 2], "epochs": 5.0, "max_length": 64}
+# Students need on the order of 50-100 optimiser steps to learn at all (1-2 epochs of a
+# 300-text pool, 10-38 steps, left even the supervised bound near chance), so full mode trains
+# 3 epochs of a 300-text pool at batch 16 (57 steps, 900 sample-steps). Timed on an idle
+# 2-core machine (MiniLM, max_length 64, AG News): 14 sample-steps/s with backward, so a
+# full-data run is ~65 s and a selective one ~35-45 s; shorter texts (Emotion, SST-2,
+# CSAbstract sentences) cost about half. That is ~1.5 h for the 135 runs on 2 cores, under
+# the 2.5 h budget; 5 epochs would be ~2.4 h. Test splits are the 500 texts whose SmolLM2
+# answers are committed, so the full run needs no teacher.
+FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 500, "seeds": [0, 1, 2], "epochs": 3.0, "max_length": 64}
 DEFAULT_METHODS = ["teacher", "all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd", "supervised"]
 
 
@@ -77,9 +78,16 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
     if args.seeds is None:
         seeds = list(preset["seeds"])
     elif args.seeds.isdigit() and "," not in args.seeds:
+        if int(args.seeds) == 0:  # a count of 0 would run nothing and still write an empty table
+            raise ConfigError("--seeds 0 is a count of zero seeds; pass a count >= 1 (--seeds 3 = 0,1,2) or a list (--seeds 0, = seed 0 only)")
         seeds = list(range(int(args.seeds)))
     else:
-        seeds = [int(x) for x in _csv(args.seeds)]
+        try:
+            seeds = [int(x) for x in _csv(args.seeds)]
+        except ValueError:
+            raise ConfigError(f"--seeds must be a count or a comma list of integers, not {args.seeds!r}") from None
+        if not seeds:
+            raise ConfigError("--seeds names no seed")
     from llkd.bench.runner import REFERENCES
     from llkd.selection.selectors import SELECTORS
 
