@@ -13,7 +13,7 @@ import pytest
 from llkd.bench.answers import PACKAGED, answers_file, lookup, read_answers, write_answers
 from llkd.bench.datasets import DATASETS, load_dataset, text_key
 from llkd.bench.noise import NoiseSpec, inject_noise
-from llkd.bench.report import CSV_COLUMNS, aggregate, compare, markdown_table, verdict, write_csv
+from llkd.bench.report import CSV_COLUMNS, aggregate, compare, markdown_table, summary_table, verdict, write_csv
 from llkd.data.errors import DataError
 
 from conftest import shared_data_root as _data_root
@@ -183,6 +183,11 @@ def test_markdown_table_and_comparison_on_fake_records() -> None:
     assert c["best_baseline"] == "all"  # supervised and teacher are references, not baselines
     assert c["relative_pct"] == pytest.approx(100 * (0.71 - 2 / 3) / (2 / 3))
     assert c["wins"] == 3 and "better than all on all 3 paired seeds" in verdict(c)
+    summary = summary_table(rows, [c]).splitlines()
+    assert len(summary) == 3 and summary[0].startswith("| dataset | teacher | teacher F1 | LLKD F1 |")
+    cells = [x.strip() for x in summary[2].strip("|").split("|")]
+    assert cells[:6] == ["toy", "t", "0.550", "0.710 ± 0.010", "20.0%", "all"]
+    assert cells[8] == f"{100 * (0.71 - 2 / 3) / (2 / 3):+.1f}%" and cells[9] == "+0.160"
 
 
 def test_compare_with_bootstrap_from_saved_predictions(tmp_path: Path) -> None:

@@ -124,6 +124,25 @@ def compare(records: list[dict[str, Any]], dataset: str, teacher: str, gold: np.
     return out
 
 
+def summary_table(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> str:
+    """One line per (dataset, teacher): the teacher's zero-shot score, LLKD, the best student
+    baseline and the supervised bound, so the whole benchmark reads at a glance."""
+    def row(dataset: str, teacher: str, method: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["dataset"] == dataset and r["teacher"] == teacher and r["method"] == method
+                     and r.get("suite", "baselines") == "baselines"), None)
+
+    lines = ["| dataset | teacher | teacher F1 | LLKD F1 | LLKD data used | best baseline | its F1 | its data used | LLKD rel. to best | LLKD − teacher | supervised F1 | verdict |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    for c in comparisons:
+        t, mine, sup = row(c["dataset"], c["teacher"], "teacher"), row(c["dataset"], c["teacher"], c["target"]), row(c["dataset"], c["teacher"], "supervised")
+        t_f1 = t["macro_f1"] if t else float("nan")
+        lines.append(
+            f"| {c['dataset']} | {c['teacher']} | {_fmt(t_f1, '.3f')} | {_pm(mine['macro_f1'], mine['macro_f1_std'], mine['seeds']) if mine else '-'} | "
+            f"{_fmt(c['data_usage'], '.1%')} | {c['best_baseline']} | {_fmt(c['best_macro_f1'], '.3f')} | {_fmt(c['best_data_usage'], '.1%')} | "
+            f"{_fmt(c['relative_pct'], '+.1f')}% | {_fmt(c['macro_f1'] - t_f1, '+.3f')} | {_fmt(sup['macro_f1'], '.3f') if sup else '-'} | {verdict(c)} |")
+    return "\n".join(lines)
+
+
 def _preds(rec: dict[str, Any]) -> np.ndarray | None:
     p = Path(rec.get("run_dir", "")) / "test_probs.npy"
     return np.load(p).argmax(axis=1) if p.exists() else None

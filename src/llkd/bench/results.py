@@ -18,6 +18,7 @@ from llkd.bench.report import (
     plot_f1_vs_data,
     plot_signal_vs_accuracy,
     plot_thresholds,
+    summary_table,
     write_csv,
 )
 from llkd.bench.runner import Bench
@@ -71,6 +72,7 @@ def write_outputs(bench: Bench, command: str, started: float, wall_s: float) -> 
 
     # -- suite 1 ------------------------------------------------------------------------------
     comparisons = []
+    sections: list[str] = []
     for name in bench.datasets:
         for teacher in bench.teacher_list():
             drows = [r for r in rows if r["dataset"] == name and r["teacher"] == teacher and r["suite"] == "baselines"]
@@ -90,7 +92,12 @@ def write_outputs(bench: Bench, command: str, started: float, wall_s: float) -> 
                                 f"(teacher pseudo-label accuracy on the pool: {teacher_row['pool_label_acc']:.1%}).")
                 text.append("")
             (out / "tables" / f"{_slug(name)}{'' if teacher == first_teacher else '.' + _slug(teacher)}.md").write_text("\n".join(text) + "\n")
-            md += text
+            sections += text
+    if comparisons:
+        md += ["## Summary", "", summary_table(rows, comparisons), "",
+               "F1 = macro-F1 on the test split, mean over seeds (± std). Best baseline = the student baseline with the highest mean macro-F1 "
+               "(teacher and supervised rows excluded). Verdict rule (method.md section 7): all paired seeds agree, or a bootstrap interval over test texts excludes zero.", ""]
+    md += sections
 
     # -- suite 2 and next checks ----------------------------------------------------------------
     for suite, heading in (("sensitivity", "Threshold sensitivity (suite 2)"), ("noise", "Injected teacher noise")):
