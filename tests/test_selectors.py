@@ -41,6 +41,14 @@ def test_all_and_soft_keep_everything():
     assert not make("all").needs_student
 
 
+def test_soft_targets_option_switches_any_selector_to_the_teacher_distribution():
+    plain, soft = make("llkd"), make("llkd", soft_targets=True)
+    assert soft.soft_targets and not plain.soft_targets and not make("llkd").soft_targets  # instance, not class, setting
+    # the selection itself is unchanged
+    a, b = plain.select(batch(TEACHER, STUDENT)), soft.select(batch(TEACHER, STUDENT))
+    assert a.mask.tolist() == b.mask.tolist() and torch.allclose(a.weights, b.weights)
+
+
 def test_fixed_threshold():
     sel = make("fixed", fixed_threshold=0.75).select(batch(TEACHER))
     assert sel.mask.tolist() == [True, False, True, False]

@@ -70,6 +70,7 @@ class SelectionConfig(_Section):
     init: Literal["first_batch", "constant"] = Field("first_batch", description="Threshold initialisation: statistics of the first batch, or init_value.")
     init_value: float = Field(0.5, ge=0.0, le=1.0, description="Initial global and class levels when init=constant.")
     weighted: bool = Field(True, description="Weight the loss by teacher confidence x student uncertainty.")
+    soft_targets: bool = Field(False, description="Train the selected samples towards the teacher's full distribution (soft cross-entropy) instead of its hard label; the soft selector always does.")
     fixed_threshold: float = Field(0.7, ge=0.0, le=1.0, description="fixed selector: global teacher-confidence threshold.")
     keep_rate: float = Field(0.25, gt=0.0, le=1.0, description="random selector: share of the pool kept (set to LLKD's data usage).")
 

@@ -66,6 +66,8 @@ def sensitivity_methods(momenta: list[float], init_values: list[float]) -> list[
     out += [Method(f"llkd/momentum={m:g}", "llkd", (("momentum", m),), suite="sensitivity") for m in momenta if m != 0.9]
     out += [Method(f"llkd/init=const{v:g}", "llkd", (("init", "constant"), ("init_value", v)), suite="sensitivity") for v in init_values]
     out.append(Method("llkd/unweighted", "llkd", (("weighted", False),), suite="sensitivity"))
+    # beyond the paper: LLKD's selection and weights with soft targets (the teacher's distribution)
+    out.append(Method("llkd/soft-targets", "llkd", (("soft_targets", True),), suite="sensitivity"))
     out += [Method("teacher_adaptive", "teacher_adaptive", suite="sensitivity"), Method("student_adaptive", "student_adaptive", suite="sensitivity")]
     return out
 

@@ -55,6 +55,8 @@ class Selector(ABC):
         self.pool_size = pool_size
         self.seed = seed
         self.reduce: Reducer | None = None  # set by a distributed trainer
+        if cfg.soft_targets:  # any selector can train on the teacher's distribution
+            self.soft_targets = True
 
     def select(self, batch: SelectionBatch) -> Selection:
         mask = torch.ones(len(batch.indices), dtype=torch.bool)
