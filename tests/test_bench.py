@@ -263,3 +263,13 @@ def test_seed_argument_that_would_run_nothing_is_an_error(given: str) -> None:
     add_arguments(p)
     with pytest.raises(ConfigError, match="seeds"):
         _settings(p.parse_args(["--seeds", given]))
+
+
+def test_run_fingerprints_ignore_the_output_folder() -> None:
+    from llkd.bench.runner import same_settings
+
+    a = json.dumps({"student": {"epochs": 3, "output": "runs/a/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
+    moved = json.dumps({"student": {"epochs": 3, "output": "elsewhere/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
+    other = json.dumps({"student": {"epochs": 5, "output": "runs/a/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
+    assert same_settings(a, moved) and not same_settings(a, other)
+    assert not same_settings(a, "") and not same_settings("not json", a)

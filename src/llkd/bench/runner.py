@@ -124,6 +124,19 @@ def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray,
     return rescale(pool, ref), rescale(test, ref)
 
 
+def same_settings(fingerprint_a: str, fingerprint_b: str) -> bool:
+    """Whether two run fingerprints describe the same run. The student's output folder is not a
+    setting: a bench folder (or one run's folder) that was moved or copied is still reused."""
+    try:
+        a, b = json.loads(fingerprint_a), json.loads(fingerprint_b)
+    except (TypeError, ValueError):
+        return False
+    for f in (a, b):
+        if isinstance(f, dict) and isinstance(f.get("student"), dict):
+            f["student"].pop("output", None)
+    return a == b
+
+
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-._=" else "_" for ch in name)
 
@@ -258,9 +271,9 @@ class Bench:
         rec_path = out / "record.json"
         if s.resume and rec_path.exists():
             old = json.loads(rec_path.read_text())
-            if old.get("fingerprint") == fingerprint:
+            if same_settings(old.get("fingerprint", ""), fingerprint):
                 self.say(f"[{data.name}] {method.name:<28} seed {seed}: done before, reusing {rec_path}")
-                return {**old, "reused": True}
+                return {**old, "run_dir": str(out), "reused": True}
         if out.exists():
             shutil.rmtree(out)
         from llkd.config import LLKDConfig
