@@ -271,5 +271,6 @@ def test_run_fingerprints_ignore_the_output_folder() -> None:
     a = json.dumps({"student": {"epochs": 3, "output": "runs/a/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
     moved = json.dumps({"student": {"epochs": 3, "output": "elsewhere/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
     other = json.dumps({"student": {"epochs": 5, "output": "runs/a/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
-    assert same_settings(a, moved) and not same_settings(a, other)
+    threads = json.dumps({"student": {"epochs": 3, "output": "runs/a/x/seed0", "threads": 1}, "selection": {"selector": "llkd"}}, sort_keys=True)
+    assert same_settings(a, moved) and same_settings(a, threads) and not same_settings(a, other)
     assert not same_settings(a, "") and not same_settings("not json", a)

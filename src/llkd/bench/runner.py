@@ -125,8 +125,9 @@ def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray,
 
 
 def same_settings(fingerprint_a: str, fingerprint_b: str) -> bool:
-    """Whether two run fingerprints describe the same run. The student's output folder is not a
-    setting: a bench folder (or one run's folder) that was moved or copied is still reused."""
+    """Whether two run fingerprints describe the same run. The student's output folder and CPU
+    thread count are not settings of the method: a bench folder that was moved or copied, or
+    run in several single-thread processes, is still reused."""
     try:
         a, b = json.loads(fingerprint_a), json.loads(fingerprint_b)
     except (TypeError, ValueError):
@@ -134,6 +135,7 @@ def same_settings(fingerprint_a: str, fingerprint_b: str) -> bool:
     for f in (a, b):
         if isinstance(f, dict) and isinstance(f.get("student"), dict):
             f["student"].pop("output", None)
+            f["student"].pop("threads", None)
     return a == b
 
 
