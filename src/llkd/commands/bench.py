@@ -18,10 +18,10 @@ QUICK = {"datasets": ["csabstruct", "agnews"], "pool_size": 150, "test_size": 15
 # 300-text pool, 10-38 steps, left even the supervised bound near chance), so full mode trains
 # 3 epochs of a 300-text pool at batch 16 (57 steps, 900 sample-steps). Timed on an idle
 # 2-core machine (MiniLM, max_length 64, AG News): 14 sample-steps/s with backward, so a
-# full-data run is ~65 s and a selective one ~35-45 s; shorter texts (Emotion, SST-2,
-# CSAbstract sentences) cost about half. That is ~1.5 h for the 135 runs on 2 cores, under
-# the 2.5 h budget; 5 epochs would be ~2.4 h. Test splits are the 500 texts whose SmolLM2
-# answers are committed, so the full run needs no teacher.
+# full-data run is ~65 s and a selective one ~35-45 s: ~1.5 h for the 135 runs on 2 idle
+# cores, under the 2.5 h budget (5 epochs would be ~2.4 h). The first full run took 1 h 53 min
+# wall in single-thread processes that shared the cores with other jobs (docs/results.md).
+# Test splits are the 500 texts whose SmolLM2 answers are committed, so it needs no teacher.
 FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 500, "seeds": [0, 1, 2], "epochs": 3.0, "max_length": 64}
 DEFAULT_METHODS = ["teacher", "all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd", "supervised"]
 
