@@ -227,7 +227,7 @@ class StudentTrainer:
             "lr": scheduler.get_last_lr()[0],
             "data_usage": round(float(state["selected"].mean()), 4),
         }
-        row.update(self._last_stats or {})
+        row.update(self._last_stats)
         return row
 
     def _evaluate_dev(self, model: Any, tokenizer: Any, epoch: int) -> dict[str, Any]:
