@@ -47,11 +47,13 @@ def test_label_train_evaluate_predict_export(tiny, capsys):
     assert all(len(s["teacher_threshold"]) == 4 and len(s["student_threshold"]) == 4 for s in steps)
     assert sum(s["selected"] for s in steps) == summary["gradient_samples"]
 
-    # A plain transformers load of the saved folder works, with the label names.
+    # A plain transformers load of the saved folder works (the pooled-embedding head ships
+    # its modeling file), with the label names.
     from transformers import AutoModelForSequenceClassification
 
-    m = AutoModelForSequenceClassification.from_pretrained(str(tiny / "run" / "model"))
+    m = AutoModelForSequenceClassification.from_pretrained(str(tiny / "run" / "model"), trust_remote_code=True)
     assert m.config.id2label[3] == "Sci/Tech"
+    assert type(m).__name__ == "PooledEncoderClassifier" and m.config.llkd_pooling == "mean"
 
     # Re-running resumes from the final checkpoint: no new steps, same model.
     assert main(["train", "--config", cfg, "--no-progress"]) == 0
@@ -108,3 +110,65 @@ def test_train_help_documents_every_option(capsys):
             assert "".join((field.description or "").split()) in out
     assert "--selector" in out and "--teacher-model" in out and "--student-epochs" in out
     assert "(default:None)(default:None)" not in out  # no argparse default tacked on twice
+
+
+def _outside_llkd_probs(model_dir, texts):
+    """Probabilities from plain transformers, without importing llkd's model code."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    with torch.no_grad():
+        enc = tok(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+        return torch.softmax(model(**enc).logits, dim=-1).numpy()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_student_modes_match_outside_llkd_and_onnx(tiny, capsys, mode):
+    """llkd train in each student mode (llkd selector); the saved folder gives llkd's own
+    predictions through plain transformers and through ONNX Runtime."""
+    cfg = str(tiny / "config.yaml")
+    out = tiny / f"run-{mode}"
+    args = ["train", "--config", cfg, "--no-progress", "--student-mode", mode, "--student-output", str(out), "--student-dtype", "float32"]
+    if mode == "frozen":
+        args += ["--student-epochs", "5"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "macro-F1" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    steps = [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == summary["steps"] and sum(s["selected"] for s in steps) == summary["gradient_samples"] > 0
+    assert all(len(s["teacher_threshold"]) == 4 and len(s["student_threshold"]) == 4 for s in steps)
+    meta = json.loads((out / "model" / "llkd.json").read_text())
+    assert meta["mode"] == mode and meta["dtype"] == "float32"
+
+    texts = ["Oil prices climb as supply worries grow", "New chip doubles laptop battery life", "The Yankees won the series"]
+    from llkd.pipeline import student_probs
+
+    ours, _ = student_probs(out / "model", texts, 48, reuse_embeddings=False)
+    assert np.allclose(_outside_llkd_probs(out / "model", texts), ours, atol=1e-5)
+
+    assert main(["export", "--model", str(out / "model")]) == 0
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out / "model"))
+    enc = tok(texts, padding=True, return_tensors="np")
+    sess = ort.InferenceSession(str(out / "model" / "model.onnx"))
+    logits = sess.run(["logits"], {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})[0]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.allclose(probs / probs.sum(1, keepdims=True), ours, atol=1e-4)
+
+
+def test_frozen_mode_reuses_cached_embeddings(tiny, caplog):
+    """A second frozen run (another selector) encodes nothing: every embedding is cached."""
+    import logging
+
+    cfg = str(tiny / "config.yaml")
+    base = ["train", "--config", cfg, "--no-progress", "--student-mode", "frozen", "--student-epochs", "2", "--student-dtype", "float32"]
+    assert main(base + ["--student-output", str(tiny / "fz-a"), "--selector", "all"]) == 0
+    with caplog.at_level(logging.INFO, logger="llkd.student.trainer"):
+        assert main(base + ["--student-output", str(tiny / "fz-b"), "--selector", "soft"]) == 0
+    assert "40 pool embeddings (0 encoded now, 40 from cache)" in caplog.text

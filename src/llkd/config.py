@@ -29,6 +29,12 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "llkd"
 
 
+# Default epochs per student mode: a frozen head costs microseconds a step, so it can afford
+# many passes; a fine-tuned encoder on 2 CPU cores cannot.
+FINETUNE_EPOCHS = 3.0
+FROZEN_EPOCHS = 20.0
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -47,7 +53,7 @@ class TeacherConfig(_Section):
     backend: str = Field("hf", description="Teacher backend: hf (transformers, HF folder or GGUF), llamacpp, openai.")
     model: str = Field("smollm2-135m", description="Packaged short name (smollm2-135m, gemma3-270m, qwen2.5-1.5b), HF folder, GGUF file, or a server's model name.")
     template: str = Field("auto", description="Prompt template: auto, chat, completion, or a path to a YAML template file.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for local backends.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype for local backends; auto = bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16/AMX), else float32.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps.")
     batch_size: int = Field(16, ge=1, description="Texts scored per forward pass.")
     calibration: Literal["none", "contextual", "mean"] = Field("none", description="Confidence calibration: contextual (divide by q on 'N/A') or mean (divide by the mean q over the pool).")
@@ -77,10 +83,13 @@ class SelectionConfig(_Section):
 
 class StudentConfig(_Section):
     model: str = Field("minilm", description="Student encoder: packaged short name (minilm, mpnet) or HF folder.", json_schema_extra={"flag": "--student"})
+    mode: Literal["finetune", "frozen"] = Field("finetune", description="finetune: train encoder and head; frozen: encode the texts once (embeddings cached on disk) and train only the head, in seconds.")
     max_length: int = Field(128, ge=8, description="Tokens per text.")
     batch_size: int = Field(16, ge=1, description="Pool samples per step (selection happens inside each batch).")
-    epochs: float = Field(3, gt=0, description="Passes over the pool.")
-    lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate.")
+    epochs: float | None = Field(None, gt=0, description="Passes over the pool (default: 3 when fine-tuning, 20 in frozen mode).")
+    lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate of the encoder.")
+    head_lr: float = Field(3e-3, gt=0, description="AdamW peak learning rate of the new classification head (it starts from random weights, so it needs a larger step than the pretrained encoder).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Compute dtype (autocast; weights stay fp32): auto = bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16/AMX), else float32.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Share of steps with linear warm-up; linear decay after.")
     seed: int = Field(42, description="Seed for data order, head init, dropout and selectors.")
@@ -89,6 +98,9 @@ class StudentConfig(_Section):
     output: Path = Field(Path("runs/student"), description="Where the trained student (HF folder), logs and checkpoints go.")
     checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at epoch ends).")
     resume: bool = Field(True, description="Resume from the checkpoint in output if there is one.")
+
+    def resolved_epochs(self) -> float:
+        return self.epochs if self.epochs is not None else (FROZEN_EPOCHS if self.mode == "frozen" else FINETUNE_EPOCHS)
 
 
 class LLKDConfig(BaseModel):

@@ -76,12 +76,26 @@ def train_student(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, teacher_p
     return result, meter
 
 
-def evaluate_student(model_dir: str | Path, test: TextSet, max_length: int = 128) -> tuple[ClassificationReport, np.ndarray, StageMeter]:
-    from llkd.student.model import load_trained, predict_probs
+def student_probs(model_dir: str | Path, texts: list[str], max_length: int | None = None, reuse_embeddings: bool = True) -> tuple[np.ndarray, LabelSchema]:
+    """A trained student's class probabilities, computed the way it was trained: same dtype,
+    same token budget; a frozen student reuses the cached embeddings of its encoder."""
+    from llkd.student.embeddings import cached_embeddings
+    from llkd.student.model import METADATA, load_trained, predict_probs
 
+    model, tokenizer, schema = load_trained(model_dir)
+    meta_path = Path(model_dir) / METADATA
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    max_length = max_length or int(meta.get("max_length", 128))
+    dtype = str(meta.get("dtype", "float32"))
+    embeddings = None
+    if meta.get("mode") == "frozen" and reuse_embeddings:
+        embeddings, _ = cached_embeddings(model, tokenizer, texts, max_length, dtype)
+    return predict_probs(model, tokenizer, texts, max_length, dtype=dtype, embeddings=embeddings), schema
+
+
+def evaluate_student(model_dir: str | Path, test: TextSet, max_length: int | None = None) -> tuple[ClassificationReport, np.ndarray, StageMeter]:
     with StageMeter("evaluate") as meter:
-        model, tokenizer, schema = load_trained(model_dir)
-        probs = predict_probs(model, tokenizer, test.texts, max_length)
+        probs, schema = student_probs(model_dir, test.texts, max_length)
     if test.labels is None:
         raise DataError(f"{test.source}: evaluation needs gold labels")
     return evaluate_probs(probs, test.labels, schema), probs, meter

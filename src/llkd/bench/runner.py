@@ -92,6 +92,7 @@ class BenchSettings:
     student: str = "minilm"
     threads: int | None = None
     device: str = "auto"
+    teacher_dtype: str = "auto"
     calibration: str = "mean"  # none | mean (pool-mean reference, no gold used)
     split_seed: int = 0
     data_root: Path | None = None
@@ -210,7 +211,7 @@ class Bench:
             self.test_gold[name] = np.asarray(data.test.labels)
             self.say(f"[{name}] pool {len(data.pool)} (train side), test {len(data.test)}; split seed {s.split_seed}")
             for teacher in self.teacher_list():
-                answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device)
+                answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype)
                 self.teachers[(name, teacher)] = answers
                 self.say(f"[{name}] teacher {teacher}: answers from {answers.source} in {answers.seconds:.1f}s")
                 pool, test = calibrate(answers.pool, answers.test, s.calibration)

@@ -31,12 +31,12 @@ class TeacherAnswers:
     seconds: float = 0.0
 
 
-def teacher_config(teacher: str, cache: Path | None = None, device: str = "auto") -> TeacherConfig:
-    # Raw distributions: the benchmark calibrates itself (pool-mean reference for pool and test).
-    return TeacherConfig(model=teacher, calibration="none", device=device, cache=cache)
+def teacher_config(teacher: str, cache: Path | None = None, device: str = "auto", dtype: str = "auto") -> TeacherConfig:
+    # Raw distributions: the benchmark calibrates itself (pool reference for every split).
+    return TeacherConfig(model=teacher, calibration="none", device=device, cache=cache, dtype=dtype)
 
 
-def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source: str = "auto", cache: Path | None = None, progress: bool = True, device: str = "auto") -> TeacherAnswers:
+def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source: str = "auto", cache: Path | None = None, progress: bool = True, device: str = "auto", dtype: str = "auto") -> TeacherAnswers:
     """source: ``answers`` (committed files only; never runs a teacher), ``auto`` (files, then
     cache/teacher for what is missing) or ``cache`` (ignore files)."""
     if source not in ("answers", "auto", "cache"):
@@ -63,7 +63,7 @@ def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source:
     if n_missing:
         from llkd.pipeline import pseudo_label
 
-        cfg = teacher_config(teacher, cache, device)
+        cfg = teacher_config(teacher, cache, device, dtype)
         texts = TextSet([data.pool.ids[i] for i in missing_pool] + [data.test.ids[i] for i in missing_test],
                         [data.pool.texts[i] for i in missing_pool] + [data.test.texts[i] for i in missing_test], None, data.name)
         run = pseudo_label(cfg, data.schema, texts, progress=progress, desc=f"teacher[{data.name}]")
@@ -76,14 +76,14 @@ def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source:
     return TeacherAnswers(teacher, pool, test, identity, counts, time.perf_counter() - t0)
 
 
-def export_answers(data: BenchData, teacher: str, answers_dir: Path, cache: Path | None = None, device: str = "auto") -> tuple[Path, int, int]:
+def export_answers(data: BenchData, teacher: str, answers_dir: Path, cache: Path | None = None, device: str = "auto", dtype: str = "auto") -> tuple[Path, int, int]:
     """Write the cached answers for this split's texts into the answer file (merging).
     Never asks the teacher; loads it only to learn its identity. Returns (file, written now,
     texts of the split without a cached answer)."""
     from llkd.teacher.cache import TeacherCache, text_hash
     from llkd.teacher.labeling import build_teacher
 
-    cfg = teacher_config(teacher, cache, device)
+    cfg = teacher_config(teacher, cache, device, dtype)
     t = build_teacher(cfg, data.schema)
     try:
         identity = t.identity()

@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch.")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda.")
     p.add_argument("--teacher", default="smollm2-135m", help="Teacher name(s), comma list; the teacher_size suite compares them, other suites use the first.")
+    p.add_argument("--teacher-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Teacher weights dtype when a teacher has to run (auto: bfloat16 on a GPU or a CPU with native bf16).")
     p.add_argument("--calibration", default="mean", choices=["none", "mean"], help="Teacher calibration before selection (mean: divide by the pool's mean distribution).")
     p.add_argument("--split-seed", type=int, default=0, help="Seed that fixes the pool/test splits.")
     p.add_argument("--data-root", type=Path, help="Shared data folder (default: $LLKD_DATA_ROOT or ../shared/data).")
@@ -111,6 +112,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
         student=args.student,
         threads=args.threads,
         device=args.device,
+        teacher_dtype=args.teacher_dtype,
         calibration=args.calibration,
         split_seed=args.split_seed,
         data_root=args.data_root or default_data_root(),
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         for name in s.datasets:
             data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed)
             for teacher in s.teachers:
-                path, have, missing = export_answers(data, teacher, s.answers_dir, s.teacher_cache, s.device)
+                path, have, missing = export_answers(data, teacher, s.answers_dir, s.teacher_cache, s.device, s.teacher_dtype)
                 size = path.stat().st_size if path.exists() else 0
                 print(f"{name} / {teacher}: {have} answers for this split written to {path} ({size / 1024:.0f} KiB)"
                       + (f"; {missing} texts have no cached answer yet" if missing else ""))

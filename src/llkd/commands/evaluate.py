@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--id-column", default=None)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=None, help="Tokens per text (default: what the student was trained with).")
     p.add_argument("--json", type=Path, help="Also write the report as JSON.")
 
 

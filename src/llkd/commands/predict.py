@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from llkd.data.loading import load_texts
-from llkd.student.model import load_trained, predict_probs
+from llkd.pipeline import student_probs
+from llkd.student.model import load_trained
 
 HELP = "Predict labels for texts with a trained student; writes JSONL (id, label, confidence, probs)."
 
@@ -21,11 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default="text")
     p.add_argument("--id-column", default=None)
     p.add_argument("--output", type=Path, help="JSONL output (default: stdout).")
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=None, help="Tokens per text (default: what the student was trained with).")
 
 
 def run(args: argparse.Namespace) -> int:
-    model, tokenizer, schema = load_trained(args.model)
+    _, _, schema = load_trained(args.model)  # fails early on a folder that is not a model
     if args.input:
         data = load_texts(args.input, args.text_column, args.id_column)
         ids, texts = data.ids, data.texts
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             print("llkd predict: error: empty --text", file=sys.stderr)
             return 2
         ids = [str(i) for i in range(len(texts))]
-    probs = predict_probs(model, tokenizer, texts, args.max_length)
+    probs, _ = student_probs(args.model, texts, args.max_length, reuse_embeddings=False)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for i, p in zip(ids, probs):

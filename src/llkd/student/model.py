@@ -1,45 +1,96 @@
 """Student encoders: load with a fresh classification head, save as a standard HF folder,
-predict, export to ONNX."""
+predict, export to ONNX.
+
+Two model shapes:
+- a sentence-embedding checkpoint (a sentence-transformers folder: ``modules.json`` with a
+  Pooling module), or any encoder in frozen mode, becomes a
+  :class:`~llkd.student.modeling_llkd.PooledEncoderClassifier` that classifies from the
+  pooled embedding the checkpoint was trained to produce;
+- any other encoder gets transformers' own ``AutoModelForSequenceClassification`` head.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from llkd.data.schema import LabelSchema
+from llkd.hardware import DTYPES
 from llkd.models import student_path
+from llkd.student.modeling_llkd import PooledEncoderClassifier
 
 METADATA = "llkd.json"
+MODELING_FILE = Path(__file__).with_name("modeling_llkd.py")
+REMOTE_CLASS = "modeling_llkd.PooledEncoderClassifier"
 
 
-def load_student(name_or_path: str, schema: LabelSchema) -> tuple[Any, Any]:
-    """(model, tokenizer) for a packaged short name or an HF folder, with a head sized to the schema."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def sentence_embedding_pooling(folder: Path) -> tuple[str, bool] | None:
+    """(pooling, normalize) of a sentence-transformers folder, or None for a plain encoder."""
+    modules = folder / "modules.json"
+    if not modules.exists():
+        return None
+    try:
+        entries = json.loads(modules.read_text())
+        kinds = {str(e.get("type", "")).rsplit(".", 1)[-1]: e for e in entries}
+    except (ValueError, AttributeError):
+        return None
+    if "Pooling" not in kinds:
+        return None
+    pooling = "mean"
+    cfg_path = folder / str(kinds["Pooling"].get("path", "1_Pooling")) / "config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("pooling_mode_cls_token") and not cfg.get("pooling_mode_mean_tokens"):
+            pooling = "cls"
+    return pooling, "Normalize" in kinds
+
+
+def load_student(name_or_path: str, schema: LabelSchema, frozen: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) for a packaged short name or an HF folder, with a fresh head sized to
+    the schema. ``frozen``: always the pooled-embedding classifier (mean pooling for encoders
+    that are not sentence-embedding checkpoints)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     folder = student_path(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(folder),
-        num_labels=schema.num_labels,
-        id2label=dict(enumerate(schema.names)),
-        label2id={n: i for i, n in enumerate(schema.names)},
-        ignore_mismatched_sizes=True,
-    )
+    labels = {"num_labels": schema.num_labels, "id2label": dict(enumerate(schema.names)), "label2id": {n: i for i, n in enumerate(schema.names)}}
+    pooling = sentence_embedding_pooling(folder)
+    if pooling is None and not frozen:
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder), ignore_mismatched_sizes=True, **labels)
+        return model, tokenizer
+    mode, normalize = pooling or ("mean", False)
+    config = AutoConfig.from_pretrained(str(folder), **labels)
+    config.llkd_pooling, config.llkd_normalize = mode, normalize
+    config.architectures = ["PooledEncoderClassifier"]
+    config.auto_map = {"AutoModelForSequenceClassification": REMOTE_CLASS}
+    model = PooledEncoderClassifier(config)
+    encoder = AutoModel.from_pretrained(str(folder))
+    missing, unexpected = model.backbone.load_state_dict(encoder.state_dict(), strict=False)
+    if missing:
+        raise ValueError(f"{folder}: encoder weights missing for {missing[:3]}")
+    del encoder
     return model, tokenizer
 
 
 def load_trained(folder: str | Path) -> tuple[Any, Any, LabelSchema]:
     """Load a student that llkd saved (a plain HF folder; the schema is read from its config)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder}: not a trained student folder (no config.json)")
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    config = AutoConfig.from_pretrained(str(folder))
+    if getattr(config, "llkd_pooling", None):
+        # llkd's own class; outside llkd the copy of modeling_llkd.py in the folder is used
+        model = PooledEncoderClassifier.from_pretrained(str(folder), config=config).eval()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     meta = folder / METADATA
     if meta.exists():
@@ -55,6 +106,8 @@ def save_student(model: Any, tokenizer: Any, schema: LabelSchema, folder: str | 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    if isinstance(model, PooledEncoderClassifier):
+        shutil.copyfile(MODELING_FILE, folder / MODELING_FILE.name)  # loads without llkd
     (folder / METADATA).write_text(json.dumps({"schema": schema.to_dict(), **(extra or {})}, indent=2))
     return folder
 
@@ -75,9 +128,43 @@ def collate(tokenizer: Any, encoded: Sequence[list[int]], device: torch.device) 
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
+@contextlib.contextmanager
+def autocast(dtype: str, device: torch.device) -> Iterator[None]:
+    """Mixed precision for a student's forward pass: weights stay fp32, matmuls run in the
+    given dtype (bf16 on CPUs with native bf16 or on GPUs); fp32 is a no-op."""
+    if dtype == "float32":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=DTYPES[dtype]):
+        yield
+
+
 @torch.inference_mode()
-def predict_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 128, batch_size: int = 64, device: torch.device | None = None) -> np.ndarray:
+def embed_texts(model: PooledEncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int = 128, batch_size: int = 64, dtype: str = "float32", device: torch.device | None = None) -> np.ndarray:
+    """Pooled embeddings [N, D] (float32) of a :class:`PooledEncoderClassifier`'s encoder."""
     device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    encoded = encode(tokenizer, texts, max_length)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))  # less padding
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        with autocast(dtype, device):
+            emb = model.embed(**collate(tokenizer, [encoded[i] for i in rows], device))
+        out[rows] = emb.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@torch.inference_mode()
+def predict_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 128, batch_size: int = 64, device: torch.device | None = None, dtype: str = "float32", embeddings: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities [N, C]. ``embeddings``: precomputed pooled embeddings of ``texts``
+    (frozen students), so only the head runs."""
+    device = device or next(model.parameters()).device
+    if embeddings is not None:
+        logits = model.classifier(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)).to(device))
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
     was_training = model.training
     model.eval()
     encoded = encode(tokenizer, texts, max_length)
@@ -85,7 +172,8 @@ def predict_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: 
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        logits = model(**collate(tokenizer, [encoded[i] for i in rows], device)).logits
+        with autocast(dtype, device):
+            logits = model(**collate(tokenizer, [encoded[i] for i in rows], device)).logits
         out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     model.train(was_training)
     return out

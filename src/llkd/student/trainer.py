@@ -9,6 +9,7 @@ statistics are summed across processes so all ranks keep identical thresholds).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -28,11 +29,19 @@ from llkd.data.schema import LabelSchema
 from llkd.evaluation.metrics import classification_report
 from llkd.selection.selectors import SelectionBatch, build_selector
 from llkd.selection.thresholds import weighted_cross_entropy, weighted_soft_cross_entropy
-from llkd.student.model import collate, encode, load_student, predict_probs, save_student
+from llkd.hardware import resolve_dtype
+from llkd.student.embeddings import cached_embeddings
+from llkd.student.model import autocast, collate, encode, load_student, predict_probs, save_student
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def _is_head(name: str) -> bool:
+    """Parameters of the new classification head (and BERT's pooler, which only feeds it):
+    they start untrained and get the head learning rate."""
+    return any(part in name for part in ("classifier", "pooler", "score"))
 
 
 def seed_everything(seed: int) -> None:
@@ -109,42 +118,65 @@ class StudentTrainer:
         cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
         acc = Accelerator(cpu=cpu)
         seed_everything(cfg.seed)
-        model, tokenizer = load_student(cfg.model, self.schema)
+        frozen = cfg.mode == "frozen"
+        model, tokenizer = load_student(cfg.model, self.schema, frozen=frozen)
         device = acc.device
         model.to(device)
-        encoded = encode(tokenizer, [self.pool.texts[i] for i in self.rows], cfg.max_length)
-        n = len(encoded)
+        self.dtype = resolve_dtype(cfg.dtype, device)
+        texts = [self.pool.texts[i] for i in self.rows]
+        n = len(texts)
+        if frozen:
+            # The encoder runs once per text (cached on disk); only the head trains.
+            features, n_new = cached_embeddings(model, tokenizer, texts, cfg.max_length, self.dtype)
+            log.info("frozen encoder: %d pool embeddings (%d encoded now, %d from cache)", n, n_new, n - n_new)
+            model.backbone.requires_grad_(False)
+            self._features = torch.from_numpy(features).to(device)
+            trainable: Any = model.classifier
+            param_groups = [{"params": list(trainable.parameters()), "lr": cfg.head_lr}]
+        else:
+            self._encoded = encode(tokenizer, texts, cfg.max_length)
+            trainable = model
+            head = [p for name, p in model.named_parameters() if _is_head(name)]
+            body = [p for name, p in model.named_parameters() if not _is_head(name)]
+            param_groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}]
+        self._tokenizer, self._device = tokenizer, device
         selector = build_selector(self.selection_cfg, self.schema.num_labels, n, cfg.seed)
         if acc.num_processes > 1:
             selector.reduce = lambda t: acc.reduce(t.to(device), reduction="sum")
 
         steps_per_epoch = math.ceil(n / cfg.batch_size)
-        total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total_steps = max(1, math.ceil(cfg.resolved_epochs() * steps_per_epoch))
+        optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-        model, optimizer = acc.prepare(model, optimizer)
+        trainable, optimizer = acc.prepare(trainable, optimizer)
 
-        state = {"step": 0, "updates": 0, "gradient_samples": 0, "seen": 0, "selected": np.zeros(n, dtype=bool), "dev_history": []}
+        state: dict[str, Any] = {"step": 0, "updates": 0, "gradient_samples": 0, "seen": 0, "selected": np.zeros(n, dtype=bool), "dev_history": []}
         self.output.mkdir(parents=True, exist_ok=True)
         ckpt = self.output / CHECKPOINT
+        fingerprint = self._fingerprint(texts)
         if cfg.resume and ckpt.exists():
-            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-            if saved.get("fingerprint") != self._fingerprint(n):
-                log.warning("%s belongs to another run (data or settings differ); starting fresh", ckpt)
+            # weights_only: a checkpoint is data, never code (a planted pickle does not run)
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            if saved.get("fingerprint") != fingerprint:
+                log.warning("%s belongs to another run (data, teacher answers or settings differ); starting fresh", ckpt)
             else:
-                acc.unwrap_model(model).load_state_dict(saved["model"])
+                acc.unwrap_model(trainable).load_state_dict(saved["model"])
                 optimizer.load_state_dict(saved["optimizer"])
                 scheduler.load_state_dict(saved["scheduler"])
-                selector.load_state_dict(saved["selector"])
+                selector.load_state_dict(json.loads(saved["selector"]))
                 torch.set_rng_state(saved["torch_rng"])
-                state.update(saved["state"])
+                restored = json.loads(saved["state"])
+                restored["selected"] = saved["selected"].numpy().astype(bool)
+                state.update(restored)
                 log.info("resumed from %s at step %d/%d", ckpt, state["step"], total_steps)
 
         log_path = self.output / "steps.jsonl"
         # Only the main process writes the step log (thresholds are identical on every rank).
         log_file = open(log_path if acc.is_main_process else os.devnull, "a" if state["step"] else "w", encoding="utf-8")
         bar = tqdm(total=total_steps, initial=state["step"], desc=f"student[{self.selection_cfg.selector}]", unit="step", disable=not self.progress or not acc.is_main_process, dynamic_ncols=True)
-        model.train()
+        trainable.train()
+        if frozen:
+            model.backbone.eval()
         try:
             while state["step"] < total_steps:
                 step = state["step"]
@@ -155,41 +187,52 @@ class StudentTrainer:
                     # Equal shares, so every process selects (and all-reduces) every step.
                     short = -len(batch_rows) % acc.num_processes
                     batch_rows = np.concatenate([batch_rows, order[:short]])[acc.process_index :: acc.num_processes]
-                loss_value, n_sel = self._step(model, tokenizer, encoded, batch_rows, selector, optimizer, acc, device, state)
+                loss_value, n_sel = self._step(trainable, batch_rows, selector, optimizer, acc, state)
                 scheduler.step()  # same LR schedule for every method, whatever it selected
                 state["step"] = step + 1
                 rate = n_sel / max(len(batch_rows), 1)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}" if loss_value == loss_value else "-", sel=f"{rate:.2f}", used=f"{state['selected'].mean():.2f}")
+                bar.set_postfix(loss=f"{loss_value:.4f}" if loss_value == loss_value else "-", sel=f"{rate:.2f}", used=f"{state['selected'].mean():.2f}", refresh=False)
                 if (state["step"] % steps_per_epoch == 0) or state["step"] == total_steps:
                     if self.dev is not None and acc.is_main_process:
-                        state["dev_history"].append(self._evaluate_dev(acc.unwrap_model(model), tokenizer, epoch + 1))
-                    self._checkpoint(acc, model, optimizer, scheduler, selector, state, n)
+                        state["dev_history"].append(self._evaluate_dev(model, tokenizer, epoch + 1))
+                    self._checkpoint(acc, trainable, optimizer, scheduler, selector, state, fingerprint)
                 elif cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0:
-                    self._checkpoint(acc, model, optimizer, scheduler, selector, state, n)
+                    self._checkpoint(acc, trainable, optimizer, scheduler, selector, state, fingerprint)
                 log_file.write(json.dumps(self._log_row(state, epoch, len(batch_rows), n_sel, loss_value, scheduler)) + "\n")
-                log_file.flush()
+                if not frozen or state["step"] % steps_per_epoch == 0:
+                    log_file.flush()
         finally:
             bar.close()
             log_file.close()
         result = self._result(self.output / "model", state, n)
         if acc.is_main_process:
-            save_student(acc.unwrap_model(model), tokenizer, self.schema, result.model_dir, {"training": result.summary(), "selector": self.selection_cfg.selector})
+            extra = {"training": result.summary(), "selector": self.selection_cfg.selector, "mode": cfg.mode, "dtype": self.dtype, "max_length": cfg.max_length}
+            save_student(model, tokenizer, self.schema, result.model_dir, extra)
         acc.wait_for_everyone()
-        self.model = acc.unwrap_model(model)
+        self.model = model
         self.tokenizer = tokenizer
         return result
 
     # ------------------------------------------------------------------------------------
-    def _step(self, model: Any, tokenizer: Any, encoded: list[list[int]], batch_rows: np.ndarray, selector: Any, optimizer: Any, acc: Any, device: torch.device, state: dict) -> tuple[float, int]:
+    def _logits(self, trainable: Any, rows: np.ndarray) -> torch.Tensor:
+        """Student logits for pool rows (the head on cached embeddings in frozen mode)."""
+        if self.cfg.mode == "frozen":
+            return trainable(self._features[torch.from_numpy(rows).to(self._device)]).float()
+        with autocast(self.dtype, self._device):
+            logits = trainable(**collate(self._tokenizer, [self._encoded[i] for i in rows], self._device)).logits
+        return logits.float()
+
+    def _step(self, trainable: Any, batch_rows: np.ndarray, selector: Any, optimizer: Any, acc: Any, state: dict) -> tuple[float, int]:
+        device = self._device
         idx = torch.from_numpy(batch_rows)
         batch = SelectionBatch(indices=idx, pseudo_labels=self.pseudo_labels[idx], teacher_probs=self.teacher_probs[idx])
         if selector.needs_student and len(batch_rows):
-            model.eval()
+            trainable.eval()
             with torch.no_grad():
-                logits = model(**collate(tokenizer, [encoded[i] for i in batch_rows], device)).logits
-            model.train()
-            batch.student_probs = torch.softmax(logits.float(), dim=-1).cpu()
+                logits = self._logits(trainable, batch_rows)
+            trainable.train()
+            batch.student_probs = torch.softmax(logits, dim=-1).cpu()
         selection = selector.select(batch) if len(batch_rows) else None
         self._last_stats = selection.stats if selection is not None else {}
         mask = selection.mask if selection is not None else torch.zeros(0, dtype=torch.bool)
@@ -199,7 +242,7 @@ class StudentTrainer:
             return float("nan"), 0  # empty S_t: no update this step
         chosen = batch_rows[mask.numpy()] if n_sel else batch_rows[:1]
         weights = selection.weights[mask] if n_sel else torch.zeros(1)
-        logits = model(**collate(tokenizer, [encoded[i] for i in chosen], device)).logits.float()
+        logits = self._logits(trainable, chosen)
         ch = torch.from_numpy(chosen)
         w = weights.to(device)
         if selector.soft_targets:
@@ -207,7 +250,7 @@ class StudentTrainer:
         else:
             loss = weighted_cross_entropy(logits, self.pseudo_labels[ch].to(device), w)
         acc.backward(loss)  # with DDP an empty share still joins the all-reduce, with weight 0
-        acc.clip_grad_norm_(model.parameters(), 1.0)
+        acc.clip_grad_norm_(trainable.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["updates"] += 1
@@ -232,28 +275,44 @@ class StudentTrainer:
 
     def _evaluate_dev(self, model: Any, tokenizer: Any, epoch: int) -> dict[str, Any]:
         assert self.dev is not None and self.dev.labels is not None
-        probs = predict_probs(model, tokenizer, self.dev.texts, self.cfg.max_length)
+        embeddings = None
+        if self.cfg.mode == "frozen":
+            embeddings, _ = cached_embeddings(model, tokenizer, self.dev.texts, self.cfg.max_length, self.dtype)
+        probs = predict_probs(model, tokenizer, self.dev.texts, self.cfg.max_length, dtype=self.dtype, embeddings=embeddings)
         rep = classification_report(self.dev.labels, probs.argmax(1), self.schema.names)
         log.info("epoch %d dev accuracy %.4f macro-F1 %.4f", epoch, rep.accuracy, rep.macro_f1)
         return {"epoch": epoch, "accuracy": rep.accuracy, "macro_f1": rep.macro_f1}
 
-    def _fingerprint(self, n: int) -> str:
-        return json.dumps([n, self.cfg.model_dump(mode="json", exclude={"resume", "output", "checkpoint_every", "threads", "device"}), self.selection_cfg.model_dump(mode="json"), float(self.teacher_probs.sum())], sort_keys=True)
+    def _fingerprint(self, texts: list[str]) -> str:
+        """Everything that changes what training produces: the texts, the teacher's answers
+        (bytes, not a sum), the student and selection settings. A different run never
+        'resumes' a finished one."""
+        h = hashlib.sha256()
+        for t in texts:
+            h.update(hashlib.sha256(t.encode("utf-8")).digest())
+        h.update(np.ascontiguousarray(self.teacher_probs.numpy(), dtype=np.float32).tobytes())
+        settings = self.cfg.model_dump(mode="json", exclude={"resume", "output", "checkpoint_every", "threads", "device"})
+        settings["epochs"] = self.cfg.resolved_epochs()
+        h.update(json.dumps([settings, self.selection_cfg.model_dump(mode="json")], sort_keys=True).encode())
+        return h.hexdigest()
 
-    def _checkpoint(self, acc: Any, model: Any, optimizer: Any, scheduler: Any, selector: Any, state: dict, n: int) -> None:
+    def _checkpoint(self, acc: Any, trainable: Any, optimizer: Any, scheduler: Any, selector: Any, state: dict, fingerprint: str) -> None:
         if not acc.is_main_process:
             return
         path = self.output / CHECKPOINT
         tmp = path.with_suffix(".tmp")
+        plain = {k: v for k, v in state.items() if k != "selected"}
+        # Tensors and JSON strings only, so loading needs no pickle (weights_only=True).
         torch.save(
             {
-                "model": acc.unwrap_model(model).state_dict(),
+                "model": acc.unwrap_model(trainable).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "selector": selector.state_dict(),
+                "selector": json.dumps(selector.state_dict()),
                 "torch_rng": torch.get_rng_state(),
-                "state": state,
-                "fingerprint": self._fingerprint(n),
+                "state": json.dumps(plain),
+                "selected": torch.from_numpy(state["selected"].copy()),
+                "fingerprint": fingerprint,
             },
             tmp,
         )

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from llkd.data.schema import LabelSchema
+from llkd.hardware import resolve_dtype
 from llkd.models import file_fingerprint, resolve_teacher
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, softmax
 from llkd.teacher.prompt import PromptTemplate
@@ -39,7 +40,7 @@ class HFTeacher(Teacher):
         schema: LabelSchema,
         model: str = "smollm2-135m",
         template: str = "auto",
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str = "auto",
         batch_size: int = 16,
         max_text_tokens: int = 256,
@@ -51,11 +52,11 @@ class HFTeacher(Teacher):
         folder, kind = resolve_teacher(model)
         self.model_name = model
         self.device = pick_device(device)
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype, self.device)  # the resolved name goes into the identity
         self.batch_size = batch_size
         self.max_text_tokens = max_text_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_DTYPES[dtype]).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_DTYPES[self.dtype]).to(self.device).eval()
         if template == "auto":
             template = kind if kind != "auto" else ("chat" if self.tokenizer.chat_template else "completion")
         self.template = PromptTemplate.load(template)
