@@ -176,8 +176,8 @@ def test_markdown_table_and_comparison_on_fake_records() -> None:
     assert llkd["macro_f1_std"] == pytest.approx(np.std([0.70, 0.72, 0.71], ddof=1))
     table = markdown_table(rows)
     lines = table.splitlines()
-    assert lines[0].startswith("| method | seeds | accuracy | macro-F1 | data used |")
-    assert "| llkd | 3 | 0.760 ± 0.010 | 0.710 ± 0.010 | 20.0% | 100 | 30 | 10 | 900 |" in table
+    assert lines[0].startswith("| method | seeds | accuracy | macro-F1 | dev macro-F1 | data used |")
+    assert "| llkd | 3 | 0.760 ± 0.010 | 0.710 ± 0.010 | - | 20.0% | 100 | 30 | 10 | 900 |" in table
     assert "| teacher | 1 | 0.600 | 0.550 | - |" in table
     c = compare(recs, "toy", "t", bootstrap=0)
     assert c["best_baseline"] == "all"  # supervised and teacher are references, not baselines

@@ -17,7 +17,6 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = cls
-            cls.registry_name = name  # type: ignore[attr-defined]
             return cls
 
         return deco

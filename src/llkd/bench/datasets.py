@@ -225,6 +225,7 @@ class BenchData:
     pool_gold: list[int]  # only for the supervised bound and analysis
     test: TextSet
     provenance: dict[str, Any] = field(default_factory=dict)
+    dev: TextSet | None = None  # gold-labelled, from the pool side: for choosing settings, never test
 
 
 def _clean(records: list[Record], schema: LabelSchema, where: str) -> list[tuple[str, int]]:
@@ -254,8 +255,10 @@ def _digest(texts: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_dataset(name: str, data_root: str | Path | None = None, pool_size: int = 500, test_size: int = 1000, split_seed: int = 0) -> BenchData:
-    """The fixed pool/test split of one benchmark dataset (see module doc)."""
+def load_dataset(name: str, data_root: str | Path | None = None, pool_size: int = 500, test_size: int = 1000, split_seed: int = 0, dev_size: int = 0) -> BenchData:
+    """The fixed pool/test split of one benchmark dataset (see module doc). ``dev_size``: a
+    gold-labelled dev split carved from the *end* of the shuffled train side (so pools of any
+    size stay prefixes and never overlap it); settings are chosen on it, never on test."""
     if name not in DATASETS:
         raise DataError(f"unknown benchmark dataset '{name}'; known: {', '.join(DATASETS)}")
     spec = DATASETS[name]
@@ -277,9 +280,11 @@ def load_dataset(name: str, data_root: str | Path | None = None, pool_size: int 
     n_train_side = len(train_side)
     train_side = [(t, y) for t, y in train_side if t not in test_texts and len(t.split()) >= spec.min_words]
     test = test_side[:test_size]
-    pool = train_side[:pool_size]
+    dev = train_side[len(train_side) - dev_size :] if dev_size else []
+    pool = train_side[: min(pool_size, len(train_side) - len(dev))]
     pool_set = TextSet([text_key(t) for t, _ in pool], [t for t, _ in pool], None, f"{name}:pool")
     test_set = TextSet([text_key(t) for t, _ in test], [t for t, _ in test], [y for _, y in test], f"{name}:test")
+    dev_set = TextSet([text_key(t) for t, _ in dev], [t for t, _ in dev], [y for _, y in dev], f"{name}:dev") if dev else None
     provenance = {
         "dataset": name,
         "files": list(spec.files),
@@ -294,6 +299,8 @@ def load_dataset(name: str, data_root: str | Path | None = None, pool_size: int 
         "test_side_available": len(test_side),
         "pool_digest": _digest(pool_set.texts),
         "test_digest": _digest(test_set.texts),
+        "dev_size": len(dev),
+        "dev_digest": _digest(dev_set.texts) if dev_set else "",
         "notes": spec.notes,
     }
-    return BenchData(name, schema, pool_set, [y for _, y in pool], test_set, provenance)
+    return BenchData(name, schema, pool_set, [y for _, y in pool], test_set, provenance, dev_set)

@@ -16,7 +16,7 @@ from llkd.teacher.calibration import reliability_bins
 
 CSV_COLUMNS = [
     "dataset", "suite", "method", "selector", "kind", "teacher", "noise", "seed", "accuracy", "macro_f1",
-    "data_usage", "sample_step_rate", "gradient_samples", "optimizer_updates", "steps", "sample_steps_seen",
+    "dev_macro_f1", "student_mode", "data_usage", "sample_step_rate", "gradient_samples", "optimizer_updates", "steps", "sample_steps_seen",
     "keep_rate", "pool_label_acc", "train_s", "eval_s", "peak_rss_mb", "peak_gpu_mb", "pool_size", "test_size",
     "epochs", "max_length", "calibration", "split_seed", "pool_digest", "test_digest", "run_dir",
 ]
@@ -54,7 +54,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row = {"dataset": dataset, "teacher": teacher, "method": method, "kind": rs[0].get("kind", "student"),
                "suite": rs[0].get("suite", ""), "seeds": len(rs), "accuracy": acc, "accuracy_std": acc_sd,
                "macro_f1": f1, "macro_f1_std": f1_sd}
-        for key in ("data_usage", "gradient_samples", "optimizer_updates", "train_s", "peak_rss_mb", "pool_label_acc"):
+        for key in ("dev_macro_f1", "data_usage", "gradient_samples", "optimizer_updates", "train_s", "peak_rss_mb", "pool_label_acc"):
             row[key] = _mean_std([r.get(key) for r in rs])[0]
         rows.append(row)
     return rows
@@ -74,12 +74,13 @@ def _pm(mean: float, sd: float, n: int = 2) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| method | seeds | accuracy | macro-F1 | data used | gradient samples | updates | train s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | seeds | accuracy | macro-F1 | dev macro-F1 | data used | gradient samples | updates | train s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['seeds']} | {_pm(r['accuracy'], r['accuracy_std'], r['seeds'])} | {_pm(r['macro_f1'], r['macro_f1_std'], r['seeds'])} | "
+            f"{_fmt(r.get('dev_macro_f1'), '.3f')} | "
             f"{_fmt(r['data_usage'], '.1%')} | {_fmt(r['gradient_samples'], ',.0f')} | {_fmt(r['optimizer_updates'], ',.0f')} | "
             f"{_fmt(r['train_s'], '.0f')} | {_fmt(r['peak_rss_mb'], ',.0f')} |"
         )

@@ -26,9 +26,8 @@ from llkd.teacher.calibration import rescale
 
 log = logging.getLogger(__name__)
 
-# Suite 1: every baseline of method.md section 6, in table order. "teacher" (zero-shot on the
-# test split) and "supervised" (selector all on gold one-hot labels) are the two references.
-BASELINES = ["all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd"]
+# "teacher" (zero-shot on the test split) and "supervised" (selector all on gold one-hot
+# labels) are the two references next to the selectors of suite 1.
 REFERENCES = ["teacher", "supervised"]
 SUITES = ["baselines", "sensitivity", "efficiency", "noise", "teacher_size"]
 
@@ -41,10 +40,6 @@ class Method:
     noise: NoiseSpec | None = None
     kind: str = "student"  # student | teacher | supervised
     suite: str = "baselines"
-
-    @property
-    def base(self) -> str:
-        return self.name.split("/")[0]
 
 
 def baseline_methods(names: list[str]) -> list[Method]:
@@ -89,6 +84,10 @@ class BenchSettings:
     max_length: int
     batch_size: int = 16
     lr: float = 1e-4
+    head_lr: float = 3e-3
+    student_mode: str = "finetune"  # finetune | frozen (the fast tier)
+    student_dtype: str = "auto"
+    dev_size: int = 0
     student: str = "minilm"
     threads: int | None = None
     device: str = "auto"
@@ -110,7 +109,8 @@ class BenchSettings:
     quick: bool = False
 
     def student_dict(self) -> dict[str, Any]:
-        return {"model": self.student, "max_length": self.max_length, "batch_size": self.batch_size, "epochs": self.epochs, "lr": self.lr, "threads": self.threads, "device": self.device}
+        return {"model": self.student, "mode": self.student_mode, "max_length": self.max_length, "batch_size": self.batch_size, "epochs": self.epochs,
+                "lr": self.lr, "head_lr": self.head_lr, "dtype": self.student_dtype, "threads": self.threads, "device": self.device}
 
 
 def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
@@ -206,10 +206,10 @@ class Bench:
         _quiet_transformers(s.progress)
         methods = self.plan()
         for name in s.datasets:
-            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed)
+            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed, s.dev_size)
             self.datasets[name] = data
             self.test_gold[name] = np.asarray(data.test.labels)
-            self.say(f"[{name}] pool {len(data.pool)} (train side), test {len(data.test)}; split seed {s.split_seed}")
+            self.say(f"[{name}] pool {len(data.pool)} (train side), test {len(data.test)}, dev {len(data.dev) if data.dev else 0} (train side, gold); split seed {s.split_seed}")
             for teacher in self.teacher_list():
                 answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype)
                 self.teachers[(name, teacher)] = answers
@@ -238,7 +238,7 @@ class Bench:
             "kind": method.kind, "seed": seed, "teacher": teacher, "noise": method.noise.tag if method.noise else "",
             "pool_size": len(data.pool), "test_size": len(data.test), "epochs": s.epochs, "max_length": s.max_length,
             "calibration": s.calibration, "split_seed": s.split_seed, "pool_digest": data.provenance["pool_digest"],
-            "test_digest": data.provenance["test_digest"],
+            "test_digest": data.provenance["test_digest"], "student_mode": s.student_mode,
         }
         if method.kind == "teacher":
             pred = np.nan_to_num(test, nan=-1.0).argmax(axis=1)
@@ -270,7 +270,8 @@ class Bench:
         pool_label_acc = float((pl[answered] == gold_pool[answered]).mean())
         student = {**s.student_dict(), "seed": seed, "output": str(out), "resume": False}
         fingerprint = json.dumps(_jsonable({"student": student, "selection": selection, "noise": base["noise"], "teacher": teacher,
-                                            "calibration": s.calibration, "pool": base["pool_digest"], "test": base["test_digest"]}), sort_keys=True)
+                                            "calibration": s.calibration, "pool": base["pool_digest"], "test": base["test_digest"],
+                                            "dev": data.provenance.get("dev_digest", "")}), sort_keys=True)
         rec_path = out / "record.json"
         if s.resume and rec_path.exists():
             old = json.loads(rec_path.read_text())
@@ -280,13 +281,18 @@ class Bench:
         if out.exists():
             shutil.rmtree(out)
         from llkd.config import LLKDConfig
-        from llkd.pipeline import evaluate_student, train_student
+        from llkd.pipeline import evaluate_probs, evaluate_student, student_probs, train_student
 
         cfg = LLKDConfig.validated({"selection": selection, "student": student}, source="bench")
         t0 = time.perf_counter()
         result, meter = train_student(cfg, data.schema, data.pool, probs, progress=s.progress)
         report, test_probs, emeter = evaluate_student(result.model_dir, data.test, s.max_length)
         np.save(out / "test_probs.npy", test_probs.astype(np.float32))
+        dev_scores: dict[str, Any] = {}
+        if data.dev is not None and data.dev.labels:
+            dev_probs, _ = student_probs(result.model_dir, data.dev.texts, s.max_length)
+            dev_rep = evaluate_probs(dev_probs, data.dev.labels, data.schema)
+            dev_scores = {"dev_accuracy": dev_rep.accuracy, "dev_macro_f1": dev_rep.macro_f1}
         if not s.keep_models:
             shutil.rmtree(result.model_dir, ignore_errors=True)
             (out / "checkpoint.pt").unlink(missing_ok=True)

@@ -13,16 +13,15 @@ HELP = "Benchmark LLKD against every baseline (and the teacher and a supervised 
 
 # --quick: what CI runs (< 10 min on 2 CPU cores), from committed teacher answers only.
 QUICK = {"datasets": ["csabstruct", "agnews"], "pool_size": 150, "test_size": 150, "seeds": [0], "epochs": 1.0, "max_length": 64}
-# Full mode: 5 datasets x 9 student methods x 3 seeds = 135 student runs (+ the teacher rows).
-# Students need on the order of 50-100 optimiser steps to learn at all (1-2 epochs of a
-# 300-text pool, 10-38 steps, left even the supervised bound near chance), so full mode trains
-# 3 epochs of a 300-text pool at batch 16 (57 steps, 900 sample-steps). Timed on an idle
-# 2-core machine (MiniLM, max_length 64, AG News): 14 sample-steps/s with backward, so a
-# full-data run is ~65 s and a selective one ~35-45 s: ~1.5 h for the 135 runs on 2 idle
-# cores, under the 2.5 h budget (5 epochs would be ~2.4 h). The first full run took 1 h 53 min
-# wall in single-thread processes that shared the cores with other jobs (docs/results.md).
-# Test splits are the 500 texts whose SmolLM2 answers are committed, so it needs no teacher.
-FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 500, "seeds": [0, 1, 2], "epochs": 3.0, "max_length": 64}
+# Fine-tuned tier (the default): 5 datasets x 10 methods x 3 seeds. The encoder is trained, so
+# it costs ~1 s a step on 2 CPU cores: 3 epochs of a 300-text pool (57 steps) keep the grid
+# near 1.5 h. With the pooled-embedding head and head lr 3e-3 the student learns in that
+# budget (docs/results.md, supervised bound table). Test splits: 1,000 texts (SST-2: its 872).
+FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 1000, "dev_size": 500,
+        "seeds": [0, 1, 2], "epochs": 3.0, "max_length": 64, "student_mode": "finetune"}
+# Frozen tier (--tier frozen): the encoder runs once per text (embeddings cached on disk), only
+# the head trains, so a run takes seconds: pools of 2,000, 20 epochs, 5 seeds.
+FROZEN = {**FULL, "pool_size": 2000, "seeds": [0, 1, 2, 3, 4], "epochs": 20.0, "student_mode": "frozen"}
 DEFAULT_METHODS = ["teacher", "all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd", "supervised"]
 
 
@@ -34,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from llkd.bench.answers import PACKAGED
 
     p.add_argument("--quick", action="store_true", help=f"Small CI run: {QUICK}; teacher answers from committed files only.")
+    p.add_argument("--tier", choices=["finetune", "frozen"], default="finetune", help="Student tier: finetune (encoder trained; pool 300, 3 epochs, 3 seeds) or frozen (encoder frozen, cached embeddings; pool 2000, 20 epochs, 5 seeds).")
     p.add_argument("--suites", default="baselines,efficiency", help="Comma list of: baselines, sensitivity, efficiency, noise, teacher_size (or 'all').")
     p.add_argument("--datasets", help=f"Comma list (default: quick {QUICK['datasets']}, full {FULL['datasets']}).")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="Suite-1 methods: selectors plus 'teacher' and 'supervised'.")
@@ -43,7 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=float, help=f"Student epochs (default: quick {QUICK['epochs']:g}, full {FULL['epochs']:g}).")
     p.add_argument("--max-length", type=int, help=f"Student tokens per text (default: {FULL['max_length']}).")
     p.add_argument("--batch-size", type=int, default=16, help="Student batch size.")
-    p.add_argument("--lr", type=float, default=1e-4, help="Student learning rate.")
+    p.add_argument("--lr", type=float, default=1e-4, help="Student encoder learning rate.")
+    p.add_argument("--head-lr", type=float, default=3e-3, help="Student head learning rate.")
+    p.add_argument("--student-dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="Student compute dtype (auto: bf16 where the CPU or GPU has it natively).")
+    p.add_argument("--dev-size", type=int, help="Gold-labelled dev texts carved from the pool side, for choosing settings (default: quick 0, else 500).")
     p.add_argument("--student", default="minilm", help="Student encoder.")
     p.add_argument("--threads", type=int, help="CPU threads for torch.")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda.")
@@ -71,7 +74,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
     from llkd.bench.runner import SUITES, BenchSettings
     from llkd.config import ConfigError
 
-    preset = QUICK if args.quick else FULL
+    preset = QUICK if args.quick else (FROZEN if args.tier == "frozen" else FULL)
     suites = SUITES if args.suites == "all" else _csv(args.suites)
     unknown = set(suites) - set(SUITES)
     if unknown:
@@ -109,6 +112,10 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
         max_length=args.max_length or preset["max_length"],
         batch_size=args.batch_size,
         lr=args.lr,
+        head_lr=args.head_lr,
+        student_mode="frozen" if args.tier == "frozen" else "finetune",
+        student_dtype=args.student_dtype,
+        dev_size=args.dev_size if args.dev_size is not None else int(preset.get("dev_size", 0)),
         student=args.student,
         threads=args.threads,
         device=args.device,
@@ -139,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         from llkd.bench.teacher import export_answers
 
         for name in s.datasets:
-            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed)
+            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed, s.dev_size)
             for teacher in s.teachers:
                 path, have, missing = export_answers(data, teacher, s.answers_dir, s.teacher_cache, s.device, s.teacher_dtype)
                 size = path.stat().st_size if path.exists() else 0

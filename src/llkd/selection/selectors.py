@@ -45,7 +45,6 @@ class Selection:
 
 
 class Selector(ABC):
-    registry_name: str = ""
     needs_student: bool = False  # run a forward-only scoring pass before selecting
     soft_targets: bool = False  # train on the teacher distribution instead of hard labels
 

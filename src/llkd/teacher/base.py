@@ -39,7 +39,6 @@ class TeacherFailure:
 class Teacher(ABC):
     """A labelling LLM. Subclasses register under a backend name."""
 
-    registry_name: str = ""
 
     def __init__(self, schema: LabelSchema) -> None:
         self.schema = schema
