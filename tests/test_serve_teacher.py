@@ -13,7 +13,7 @@ import httpx
 import pytest
 import torch
 
-from llkd.teacher.server import ChatModel, TeacherHTTPServer
+from llkd.serve import ChatModel, TeacherHTTPServer
 
 MESSAGES = [{"role": "user", "content": "Classify the news headline into one of: World, Sports, Business, Sci/Tech.\n\nText: Federer wins fifth Wimbledon title"}]
 

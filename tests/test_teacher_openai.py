@@ -20,7 +20,8 @@ from llkd.config import ConfigError, TeacherConfig
 from llkd.data.schema import LabelSchema
 from llkd.models import resolve_teacher
 from llkd.teacher import TEACHER_BACKENDS, TeacherAnswer, TeacherCache, TeacherFailure, build_teacher, label_texts
-from llkd.teacher.openai import OpenAITeacher, label_from_reply, label_mass_from_top_logprobs
+from llkd.teacher.openai import OpenAITeacher, label_mass_from_top_logprobs
+from llkd.teacher.prompt import label_from_reply
 
 SCHEMA = LabelSchema.from_names(["World", "Sports", "Business", "Sci/Tech"], task="news headline")
 

@@ -6,20 +6,21 @@ import json
 import pytest
 
 from llkd.cli import main
-from llkd.teacher.speed import matmul_peak_gflops, parse_answer
+from llkd.bench.teacher_speed import matmul_peak_gflops
+from llkd.teacher.prompt import label_from_reply
 
 
-def test_parse_answer(agnews_schema) -> None:
+def test_naive_answers_use_the_shared_reply_parser(agnews_schema) -> None:
     names = agnews_schema.names  # World, Sports, Business, Sci/Tech (verbalizer Technology)
-    assert parse_answer("Sports", agnews_schema) == names.index("Sports")
-    assert parse_answer(" business.", agnews_schema) == names.index("Business")
-    assert parse_answer("technology", agnews_schema) == names.index("Sci/Tech")
-    assert parse_answer("Sci/Tech", agnews_schema) == names.index("Sci/Tech")
-    assert parse_answer("Category: World news", agnews_schema) == names.index("World")
-    assert parse_answer("It is about Business, not Sports", agnews_schema) == names.index("Business")
-    assert parse_answer("The category you", agnews_schema) == -1
-    assert parse_answer("", agnews_schema) == -1
-    assert parse_answer("worldwide sportswear", agnews_schema) == -1  # whole words only
+    assert label_from_reply(agnews_schema, "Sports") == names.index("Sports")
+    assert label_from_reply(agnews_schema, " business.") == names.index("Business")
+    assert label_from_reply(agnews_schema, "technology") == names.index("Sci/Tech")
+    assert label_from_reply(agnews_schema, "Sci/Tech") == names.index("Sci/Tech")
+    assert label_from_reply(agnews_schema, "Category: World news") == names.index("World")
+    assert label_from_reply(agnews_schema, "It is about Business, not Sports") == names.index("Business")
+    assert label_from_reply(agnews_schema, "The category you") is None
+    assert label_from_reply(agnews_schema, "") is None
+    assert label_from_reply(agnews_schema, "worldwide sportswear") is None  # whole words only
 
 
 def test_matmul_peak_is_positive() -> None:

@@ -40,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"llkd.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"llkd.commands.{name}":
-                continue  # command not built yet
-            raise
+        module = importlib.import_module(f"llkd.commands.{name}")
         cmd = name.replace("_", "-")
         p = sub.add_parser(cmd, help=module.HELP, description=module.HELP, formatter_class=_HelpFormatter)
         module.add_arguments(p)

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from llkd.teacher.hf import HFTeacher
     from llkd.teacher.labeling import build_teacher
-    from llkd.teacher.speed import bench_teacher, format_report
+    from llkd.bench.teacher_speed import bench_teacher, format_report
 
     if args.texts < 1:
         raise ConfigError("--texts must be at least 1")

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llkd.teacher.server import ChatModel, TeacherHTTPServer
+    from llkd.serve import ChatModel, TeacherHTTPServer
 
     if args.threads:
         import torch

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from llkd.teacher.base import TeacherAnswer, TeacherFailure
 
@@ -114,15 +114,6 @@ class TeacherCache:
             return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         return self._db.execute("SELECT COUNT(*) FROM answers WHERE teacher=?", (teacher_key(identity),)).fetchone()[0]
 
-    def iter_answers(self, identity: str | None = None) -> Iterator[dict]:
-        q = "SELECT a.teacher, t.identity, a.text_hash, a.text_id, a.probs, a.method, a.created FROM answers a LEFT JOIN teachers t ON a.teacher=t.key"
-        args: tuple = ()
-        if identity is not None:
-            q += " WHERE a.teacher=?"
-            args = (teacher_key(identity),)
-        for teacher, ident, h, tid, probs, method, created in self._db.execute(q + " ORDER BY a.rowid", args):
-            yield {"teacher": teacher, "identity": ident, "text_hash": h, "text_id": tid, "probs": json.loads(probs), "method": method, "created": created}
-
     def _transaction(self):  # noqa: ANN202
         db = self._db
 
@@ -134,19 +125,3 @@ class TeacherCache:
                 db.execute("ROLLBACK" if exc_type else "COMMIT")
 
         return _Tx()
-
-    def export(self, out: str | Path, identity: str | None = None) -> int:
-        """Write answers to JSONL or Parquet (by suffix); returns the number of rows."""
-        out = Path(out)
-        rows = list(self.iter_answers(identity))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(rows), out)
-        else:
-            with open(out, "w", encoding="utf-8") as f:
-                for r in rows:
-                    f.write(json.dumps(r) + "\n")
-        return len(rows)

@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -36,7 +35,7 @@ import httpx
 from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
-from llkd.teacher.prompt import PromptTemplate
+from llkd.teacher.prompt import PromptTemplate, label_from_reply
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +79,6 @@ def label_mass_from_top_logprobs(schema: LabelSchema, top: Sequence[dict[str, An
         if len(matches) == 1:
             mass[matches[0]] += math.exp(logprob)
     return mass
-
-
-_EDGE_PUNCT = " \t\r\n\"'`*_.,:;!?()[]{}<>"
-
-
-def label_from_reply(schema: LabelSchema, reply: str) -> int | None:
-    """The label a free-text reply names, or None.
-
-    An exact match (ignoring case, whitespace and surrounding punctuation) of a verbalizer or
-    label name wins; otherwise the label mentioned first, as a whole word, in the reply
-    (the longer name on a tie, so "Sci/Tech" beats "Sci").
-    """
-    forms = [(i, _norm(f)) for i, lab in enumerate(schema.labels) for f in {lab.answer, lab.name} if f.strip()]
-    core = _norm(reply).strip(_EDGE_PUNCT)
-    for i, form in forms:
-        if core == form:
-            return i
-    text = _norm(reply)
-    best: tuple[int, int, int] | None = None  # (position, -length, label)
-    for i, form in forms:
-        m = re.search(rf"(?<!\w){re.escape(form)}(?!\w)", text)
-        if m and (best is None or (m.start(), -len(form)) < best[:2]):
-            best = (m.start(), -len(form), i)
-    return None if best is None else best[2]
 
 
 def _first_token_top_logprobs(choice: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -7,6 +7,7 @@ examples) is the same for every text, which is what lets local backends compute 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -82,3 +83,29 @@ class PromptTemplate:
             full = (tokenizer.bos_token or "") + user
         prefix, _, suffix = full.partition(_SENTINEL)
         return prefix, suffix
+
+
+_EDGE_PUNCT = " \t\r\n\"'`*_.,:;!?()[]{}<>"
+
+
+def label_from_reply(schema: LabelSchema, reply: str) -> int | None:
+    """The label a free-text teacher reply names, or None. The one reply parser, shared by
+    the openai backend and the naive generate loop of the speed harness.
+
+    An exact match (ignoring case, whitespace and surrounding punctuation) of a verbalizer or
+    label name wins; otherwise the label mentioned first, as a whole word, in the reply (the
+    longer name on a tie, so "Sci/Tech" beats "Sci"). Gold-column aliases are not used: they
+    are often codes such as "0" that a free-text reply uses in other senses.
+    """
+    forms = [(i, f.strip().lower()) for i, lab in enumerate(schema.labels) for f in dict.fromkeys((lab.answer, lab.name)) if f.strip()]
+    text = reply.strip().lower()
+    core = text.strip(_EDGE_PUNCT)
+    for i, form in forms:
+        if core == form:
+            return i
+    best: tuple[int, int, int] | None = None  # (position, -length, label)
+    for i, form in forms:
+        m = re.search(rf"(?<!\w){re.escape(form)}(?!\w)", text)
+        if m and (best is None or (m.start(), -len(form)) < best[:2]):
+            best = (m.start(), -len(form), i)
+    return None if best is None else best[2]

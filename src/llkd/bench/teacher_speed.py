@@ -20,7 +20,6 @@ the fp32 matrix-multiply peak measured on the same machine in the same run.
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from llkd.data.schema import LabelSchema
 from llkd.teacher.hf import HFTeacher
+from llkd.teacher.prompt import label_from_reply
 
 # -- the machine ------------------------------------------------------------------------
 
@@ -109,23 +108,6 @@ def naive_prompt_ids(teacher: HFTeacher, text: str) -> list[int]:
     return tok(full, add_special_tokens=False)["input_ids"]
 
 
-def parse_answer(answer: str, schema: LabelSchema) -> int:
-    """Label index of a generated answer, -1 if it names none. Case-insensitive: an answer
-    that is exactly a label's verbalizer, name or alias wins; else the label mentioned first."""
-    a = answer.strip().lower()
-    keys = [(i, k.strip().lower()) for i, lab in enumerate(schema.labels) for k in (lab.answer, lab.name, *lab.aliases) if k.strip()]
-    bare = a.strip(" \t\n.:;,!\"'*`")
-    for i, k in keys:
-        if bare == k:
-            return i
-    best: tuple[int, int, int] | None = None  # (position, -length, label)
-    for i, k in keys:
-        m = re.search(r"(?<![a-z0-9])" + re.escape(k) + r"(?![a-z0-9])", a)
-        if m and (best is None or (m.start(), -len(k)) < best[:2]):
-            best = (m.start(), -len(k), i)
-    return best[2] if best else -1
-
-
 def default_max_new_tokens(teacher: HFTeacher) -> int:
     return max(len(v) for v in teacher.verbalizer_ids) + 2
 
@@ -147,7 +129,8 @@ def run_naive(teacher: HFTeacher, texts: Sequence[str], progress: bool = False, 
         new = out[0, ids.shape[1]:]
         answer = tok.decode(new, skip_special_tokens=True)
         run.answers.append(answer)  # type: ignore[union-attr]
-        run.preds.append(parse_answer(answer, teacher.schema))
+        label = label_from_reply(teacher.schema, answer)
+        run.preds.append(-1 if label is None else label)
         # prefill runs the prompt; each further step runs the previous new token; the vocabulary
         # projection runs once per step (generate keeps only the last position's logits)
         n_new = int(new.shape[0])
