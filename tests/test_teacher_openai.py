@@ -19,7 +19,7 @@ from teacher_server_harness import Fault, FaultProxy, ServerProcess, free_port
 from llkd.config import ConfigError, TeacherConfig
 from llkd.data.schema import LabelSchema
 from llkd.models import resolve_teacher
-from llkd.teacher import TEACHER_BACKENDS, TeacherAnswer, TeacherCache, TeacherFailure, build_teacher, label_texts
+from llkd.teacher import TEACHER_BACKENDS, TeacherAnswer, TeacherCache, TeacherFailure, TeacherUnavailable, build_teacher, label_texts
 from llkd.teacher.openai import OpenAITeacher, label_mass_from_top_logprobs
 from llkd.teacher.prompt import label_from_reply
 
@@ -252,31 +252,88 @@ def test_retry_after_is_honoured(stub: Callable[..., StubServer]) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_connection_refused_is_a_failure_not_an_exception() -> None:
-    teacher = OpenAITeacher(SCHEMA, base_url=f"http://127.0.0.1:{free_port()}/v1", **fast_retry(max_retries=2))
-    results = teacher.score(HEADLINES[:2])
-    assert all(isinstance(r, TeacherFailure) and "gave up after 3 attempts" in r.reason and "ConnectError" in r.reason for r in results)
+def test_closed_port_stops_fast_with_one_message() -> None:
+    """Default retry settings: the first request whose connection attempts all fail ends the
+    call (before: every text retried with back-off, 24 texts took 95 s)."""
+    teacher = OpenAITeacher(SCHEMA, base_url=f"http://127.0.0.1:{free_port()}/v1", max_connection_failures=4)
+    start = time.monotonic()
+    with pytest.raises(TeacherUnavailable, match=r"cannot reach the teacher server at http://127\.0\.0\.1:\d+/v1 \(4 connection attempts in a row failed; last: connection error \(ConnectError"):
+        teacher.score(HEADLINES * 2)
+    assert time.monotonic() - start < 10  # back-off 0.5 s doubling, three waits at most
+    assert teacher.last_stats.requests <= 4 * teacher.concurrency
+    # A retry budget below the bound ends it sooner, with the same message.
+    quick = OpenAITeacher(SCHEMA, base_url=f"http://127.0.0.1:{free_port()}/v1", **fast_retry(max_retries=1))
+    with pytest.raises(TeacherUnavailable, match=r"\(2 connection attempts in a row failed"):
+        quick.score(HEADLINES[:2])
 
 
 @pytest.mark.timeout(30)
-def test_api_key_sent_but_never_in_identity_errors_or_logs(stub: Callable[..., StubServer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_refused_key_stops_at_once_and_is_redacted(stub: Callable[..., StubServer], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     secret = "sk-test-0123456789abcdef"
     monkeypatch.setenv("LLKD_TEST_KEY", secret)
-    server = stub(lambda body, headers: (401, {}, b'{"error": {"message": "bad key"}}'))
-    cfg = TeacherConfig(backend="openai", model="tiny", base_url=server.url, api_key_env="LLKD_TEST_KEY", confidence="vote", votes=3)
+    # Like some servers, this one echoes the credentials it refuses.
+    server = stub(lambda body, headers: (401, {}, json.dumps({"error": {"message": f"bad key {headers['authorization']}"}}).encode()))
+    cfg = TeacherConfig(backend="openai", model="tiny", base_url=server.url, api_key_env="LLKD_TEST_KEY", confidence="vote", votes=3, concurrency=1)
     teacher = build_teacher(cfg, SCHEMA)
     assert isinstance(teacher, OpenAITeacher) and TEACHER_BACKENDS.get("openai") is OpenAITeacher
-    with caplog.at_level(logging.DEBUG):
-        (failure,) = teacher.score(HEADLINES[:1])
+    with caplog.at_level(logging.DEBUG), pytest.raises(TeacherUnavailable) as err:
+        teacher.score(HEADLINES[:5])
+    assert len(server.requests) == 1  # not re-asked per text, nor retried
     assert server.requests[0][1]["authorization"] == f"Bearer {secret}"
-    assert isinstance(failure, TeacherFailure) and "HTTP 401" in failure.reason
+    message = str(err.value)
+    assert message.startswith("HTTP 401 from 127.0.0.1: bad key Bearer [redacted]; the server refuses the credentials")
+    assert "$LLKD_TEST_KEY, which is set" in message
     identity = teacher.identity()
     port = server.url.split(":")[2].split("/")[0]
     for part in ("openai", f"127.0.0.1:{port}/v1", "model=tiny", f"tmpl={teacher.template.fingerprint()}", SCHEMA.fingerprint(), "confidence=vote", "votes=3"):
         assert part in identity
-    assert secret not in identity + failure.reason + caplog.text
+    assert secret not in identity + message + caplog.text
     with pytest.raises(ConfigError, match="base_url"):
         OpenAITeacher(SCHEMA, base_url=None)
+
+
+def _label_args(tmp_path: Path, url: str, *extra: str) -> list[str]:
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(HEADLINES[:3])))
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("labels: [World, Sports, Business, Sci/Tech]\n")
+    return ["--data-pool", str(pool), "--data-labels", str(labels), "--data-id-column", "id", "--teacher-backend", "openai",
+            "--teacher-base-url", url, "--teacher-api-key-env", "LLKD_TEST_KEY", "--teacher-cache", str(tmp_path / "cache.sqlite"),
+            "--no-progress", *extra]
+
+
+@pytest.mark.timeout(60)
+def test_secret_echoed_in_error_bodies_is_redacted_everywhere(stub: Callable[..., StubServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    from llkd.cli import main
+
+    secret = "sk-live-secret-42-abcdefgh"
+    monkeypatch.setenv("LLKD_TEST_KEY", secret)
+    server = stub(lambda body, headers: (500, {}, json.dumps({"error": {"message": f"upstream failed for {headers['authorization']}"}}).encode()))
+    out = tmp_path / "answers.jsonl"
+    # calibration none: with every text failed, there is nothing to fit a calibration on
+    code = main(["label", *_label_args(tmp_path, server.url, "--teacher-max-retries", "0", "--teacher-calibration", "none", "--export", str(out))])
+    assert code == 1  # every text failed, each with the server's reason
+    printed = capsys.readouterr()
+    assert "upstream failed for Bearer [redacted]" in printed.out
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        reasons = [r for (r,) in db.execute("SELECT reason FROM failures")]
+    assert len(reasons) == 3 and all("Bearer [redacted]" in r for r in reasons)
+    exported = out.read_text()
+    assert "Bearer [redacted]" in exported
+    assert secret not in printed.out + printed.err + exported + "".join(reasons)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["label", "train"])
+def test_dead_server_is_a_one_line_error_exit_2(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llkd.cli import main
+
+    code = main([command, *_label_args(tmp_path, f"http://127.0.0.1:{free_port()}/v1", "--teacher-max-retries", "2")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"llkd {command}: error: cannot reach the teacher server") and "\n" not in err and "Traceback" not in err
 
 
 # -- against the real model server --------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Teachers: LLM backends behind one interface, a registry, and an on-disk answer cache."""
 
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
+from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, TeacherUnavailable
 from llkd.teacher.cache import TeacherCache
 from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
 
@@ -16,4 +16,4 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherCache", "PseudoLabels", "build_teacher", "label_texts"]
+__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "TeacherCache", "PseudoLabels", "build_teacher", "label_texts"]

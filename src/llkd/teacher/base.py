@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from llkd.data.schema import LabelSchema
+from llkd.errors import TeacherUnavailable
 from llkd.registry import Registry
+
+__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "softmax"]
 
 
 @dataclass
@@ -38,7 +41,6 @@ class TeacherFailure:
 
 class Teacher(ABC):
     """A labelling LLM. Subclasses register under a backend name."""
-
 
     def __init__(self, schema: LabelSchema) -> None:
         self.schema = schema

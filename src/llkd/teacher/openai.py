@@ -12,6 +12,15 @@ Servers fail in ordinary ways (rate limits, restarts, overload, truncated bodies
 request is retried with exponential back-off and full jitter, honouring Retry-After; a text
 whose retries run out gets a ``TeacherFailure`` naming the last error. ``score`` never raises
 for one text's trouble and never drops a text.
+
+Two failures are not one text's trouble and stop the whole call with ``TeacherUnavailable``
+(one message, instead of every text retried against a dead server): a server that refuses
+connections ``max_connection_failures`` times in a row for one request (with the back-off in
+between, a few seconds: a restart of a local server can take longer, and a re-run resumes from
+the cache), and any 401/403 (the same key will be refused for every text).
+
+The API key (and a password in the URL) is redacted from every error text, since some servers
+echo the request's credentials in their error bodies.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import httpx
 
 from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
+from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, TeacherUnavailable
 from llkd.teacher.prompt import PromptTemplate, label_from_reply
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,12 @@ log = logging.getLogger(__name__)
 EPSILON = 1e-6
 TOP_LOGPROBS = 20  # the most the OpenAI API allows
 _RETRYABLE_STATUS = {408, 409, 425, 429}  # plus every 5xx
+_AUTH_STATUS = {401, 403}  # the credentials are refused: asking again per text cannot help
+REDACTED = "[redacted]"
+
+
+class _Stopped(Exception):
+    """This worker stops: the call as a whole gave up (``OpenAITeacher._give_up``)."""
 
 
 class RequestFailed(Exception):
@@ -159,6 +174,7 @@ class OpenAITeacher(Teacher):
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
+        max_connection_failures: int = 5,
         **_: Any,
     ) -> None:
         super().__init__(schema)
@@ -183,13 +199,21 @@ class OpenAITeacher(Teacher):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
+        self.max_connection_failures = max(1, max_connection_failures)
         self.last_stats = ScoreStats()
+        self._api_key_env = api_key_env
+        # Set when the server is unreachable or refuses the key: every worker stops, and
+        # back-off sleeps wake at once.
+        self._stop = threading.Event()
+        self._fatal: str | None = None
         self._logprobs_ok = confidence != "vote"  # auto: until the server shows it has none
         self._mode_lock = threading.Lock()
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(api_key_env) if api_key_env else None
         if key:  # local servers need none; the key lives only in this header, never in logs
             headers["Authorization"] = f"Bearer {key}"
+        self._has_key = bool(key)
+        self._secrets = [x for x in (key, url.password) if x]
         # Credentials in the URL (user:pass@host) still authenticate, but stay out of identity().
         auth = httpx.BasicAuth(url.username, url.password) if url.username else None
         self._client = httpx.Client(
@@ -215,24 +239,31 @@ class OpenAITeacher(Teacher):
         start = time.monotonic()
         if not texts:
             return []
+        self._stop.clear()
+        self._fatal = None
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(texts)), thread_name_prefix="llkd-openai") as pool:
             results = list(pool.map(lambda t: self._answer(t, stats), texts))
         self.last_stats = stats
+        if self._fatal is not None:
+            raise TeacherUnavailable(self._fatal)
         reasons = ", ".join(f"{k}: {v}" for k, v in stats.retry_reasons.most_common()) or "none"
         log.info(
             "openai teacher: %d answered, %d failed, %d requests, %d retries (%s) in %.1fs",
             stats.answered, stats.failed, stats.requests, stats.retries, reasons, time.monotonic() - start,
         )
-        return results
+        return [r for r in results if r is not None]  # None only for stopped calls, raised above
 
-    def _answer(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
+    def _answer(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure | None:
+        """One text's answer or failure; None when the call was stopped (see ``_give_up``)."""
         try:
             result = self._answer_or_raise(text, stats)
+        except _Stopped:
+            return None
         except RequestFailed as e:
-            result = TeacherFailure(str(e))
+            result = TeacherFailure(self._redact(str(e)))
         except Exception as e:  # one text's surprise must not cost the other texts their answers
-            log.exception("openai teacher: unexpected error for one text")
-            result = TeacherFailure(f"unexpected error: {type(e).__name__}: {e}")
+            log.error("openai teacher: unexpected error for one text: %s", self._redact(f"{type(e).__name__}: {e}"))
+            result = TeacherFailure(self._redact(f"unexpected error: {type(e).__name__}: {e}"))
         stats.add(answered=int(isinstance(result, TeacherAnswer)), failed=int(isinstance(result, TeacherFailure)))
         return result
 
@@ -307,40 +338,74 @@ class OpenAITeacher(Teacher):
                 payload["seed"] = seed
         return payload
 
+    # -- stopping the whole call ---------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def _give_up(self, why: str) -> None:
+        """Stop every worker of this ``score`` call; ``score`` raises TeacherUnavailable(why)."""
+        with self._mode_lock:
+            if self._fatal is None:  # the first reason wins; score() raises it once
+                self._fatal = self._redact(why)
+            self._stop.set()
+        raise _Stopped
+
+    def _key_hint(self) -> str:
+        if not self._api_key_env:
+            return "no API key is configured (teacher.api_key_env is empty)"
+        state = "is set" if self._has_key else "is not set"
+        return f"the key comes from ${self._api_key_env}, which {state}"
+
     # -- HTTP with retries -------------------------------------------------------------------
     def _request(self, payload: dict[str, Any], stats: ScoreStats) -> dict[str, Any]:
         """POST one chat completion; retry transient failures; raise RequestFailed otherwise."""
         last_error = ""
+        refused = 0  # consecutive attempts of this request that could not connect at all
         for attempt in range(self.max_retries + 1):
+            if self._stop.is_set():
+                raise _Stopped
             wait: float | None = None
             stats.add(requests=1)
             try:
                 response = self._client.post(self._endpoint, json=payload)
             except httpx.TimeoutException as e:
                 kind, last_error = "timeout", f"timed out after {self.timeout:g}s ({type(e).__name__})"
+                refused = 0
             except httpx.TransportError as e:
-                kind, last_error = "connection", f"connection error ({type(e).__name__}: {e})"
+                kind, last_error = "connection", self._redact(f"connection error ({type(e).__name__}: {e})")
+                # Only a refused/unresolvable connection says "no server there"; a connection
+                # dropped mid-request (a server killed under load) is retried as before.
+                refused = refused + 1 if isinstance(e, httpx.ConnectError) else 0
+                if refused >= min(self.max_connection_failures, self.max_retries + 1):
+                    self._give_up(f"cannot reach the teacher server at {self.base_url} ({refused} connection attempts in a row failed; "
+                                  f"last: {last_error}); is it running? Answers so far are cached; re-run once it is up")
             else:
+                refused = 0
                 status = response.status_code
+                if status in _AUTH_STATUS:
+                    self._give_up(f"HTTP {status} from {self.base_url.host}: {self._redact(_snippet(response))}; "
+                                  f"the server refuses the credentials ({self._key_hint()})")
                 if status == 200:
                     body = self._parse_body(response)
                     if isinstance(body, dict):
                         return body
                     kind, last_error = "malformed", f"malformed response body (HTTP 200): {body}"
                 elif status in _RETRYABLE_STATUS or status >= 500:
-                    kind, last_error = f"http_{status}", f"HTTP {status}: {_snippet(response)}"
+                    kind, last_error = f"http_{status}", f"HTTP {status}: {self._redact(_snippet(response))}"
                     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                     if retry_after is not None:
                         wait = min(retry_after, self.retry_after_max)
                 else:  # 4xx: the request itself is wrong; repeating it cannot help
-                    raise RequestFailed(f"HTTP {status} from {self.base_url.host}: {_snippet(response)}", status)
+                    raise RequestFailed(f"HTTP {status} from {self.base_url.host}: {self._redact(_snippet(response))}", status)
             if attempt == self.max_retries:
                 break
             stats.retried(kind)
             if wait is None:  # full jitter: uniform in [0, min(cap, base * 2^attempt)]
                 wait = random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
             log.debug("openai teacher: %s; retry %d/%d in %.2fs", last_error, attempt + 1, self.max_retries, wait)
-            time.sleep(wait)
+            self._stop.wait(wait)  # wakes at once when another worker gives up on the server
         raise RequestFailed(f"gave up after {self.max_retries + 1} attempts; last error: {last_error}")
 
     @staticmethod
