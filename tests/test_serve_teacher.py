@@ -136,3 +136,104 @@ def test_cli_registers_serve_teacher() -> None:
     args = build_parser().parse_args(["serve-teacher"])
     assert args._run is serve_teacher.run
     assert (args.model, args.host, args.port, args.dtype, args.device) == ("smollm2-135m", "127.0.0.1", 8000, "float32", "auto")
+
+
+# -- request guards (a stand-in model: they act before any model work) ---------------------------
+
+
+class CountingModel:
+    """Stands in for ChatModel: counts the requests that reached the model."""
+
+    name = "stub"
+    created = 0
+    max_tokens_limit = 16
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, req: Any, client_gone: Any = None) -> dict[str, Any]:
+        self.calls += 1
+        return {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Sports"}}]}
+
+
+@pytest.fixture
+def guarded() -> Iterator[TeacherHTTPServer]:
+    srv = TeacherHTTPServer(CountingModel(), "127.0.0.1", 0, api_key="s3cret-key", max_body_bytes=4096)  # type: ignore[arg-type]
+    srv.start_background()
+    yield srv
+    srv.stop()
+
+
+def raw_request(server: TeacherHTTPServer, head: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """Send bytes as they are (httpx would fix a bad Content-Length); (status, JSON body)."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(data.lower().split(b"content-length:")[1].split(b"\r\n")[0]):
+            chunk = sock.recv(65536)  # a server that waits for a body never answers: the timeout fails the test
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+AUTH = "Authorization: Bearer s3cret-key\n"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("length", "status", "words"), [("abc", 400, "non-negative integer"), ("-1", 400, "non-negative integer"),
+                                                          ("10000000", 413, "exceeds this server's limit of 4096 bytes")])
+def test_bad_or_oversized_content_length_is_refused_before_reading(guarded: TeacherHTTPServer, length: str, status: int, words: str) -> None:
+    code, body = raw_request(guarded, f"POST /v1/chat/completions HTTP/1.1\nHost: x\n{AUTH}Content-Type: application/json\nContent-Length: {length}\n")
+    assert code == status and words in body["error"]["message"]
+    assert guarded.chat_model.calls == 0
+
+
+@pytest.mark.timeout(30)
+def test_body_over_the_cap_is_413_and_a_small_one_is_served(guarded: TeacherHTTPServer) -> None:
+    headers = {"Authorization": "Bearer s3cret-key"}
+    big = {"messages": [{"role": "user", "content": "word " * 5000}]}
+    try:
+        r = httpx.post(guarded.url + "/chat/completions", json=big, headers=headers, timeout=10)
+        assert r.status_code == 413
+    except httpx.TransportError:  # the server may close before the client finished sending: also a refusal
+        pass
+    assert guarded.chat_model.calls == 0
+    r = httpx.post(guarded.url + "/chat/completions", json={"messages": MESSAGES, "max_tokens": 2}, headers=headers, timeout=10)
+    assert r.status_code == 200 and guarded.chat_model.calls == 1
+
+
+@pytest.mark.timeout(30)
+def test_api_key_is_required_when_set(guarded: TeacherHTTPServer) -> None:
+    url = guarded.url + "/chat/completions"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-key"}):
+        r = httpx.post(url, json={"messages": MESSAGES}, headers=headers, timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "invalid_api_key"
+        assert "s3cret" not in r.text
+    assert httpx.get(guarded.url + "/models", timeout=10).status_code == 401
+    assert httpx.get(guarded.url.removesuffix("/v1") + "/health", timeout=10).status_code == 200  # liveness stays open
+    assert guarded.chat_model.calls == 0
+    ok = httpx.post(url, json={"messages": MESSAGES}, headers={"Authorization": "Bearer s3cret-key"}, timeout=10)
+    assert ok.status_code == 200 and guarded.chat_model.calls == 1
+
+
+def test_warning_when_bound_beyond_loopback() -> None:
+    from llkd.serve import bind_warning
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert bind_warning(host, api_key=False) is None
+    assert "every network interface without an API key" in (bind_warning("0.0.0.0", api_key=False) or "")
+    assert "requests need the API key" in (bind_warning("192.168.1.5", api_key=True) or "")
+
+
+def test_serve_teacher_refuses_an_unset_key_variable_and_a_bad_device(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from llkd.cli import main
+
+    monkeypatch.delenv("LLKD_NO_SUCH_KEY", raising=False)
+    assert main(["serve-teacher", "--api-key-env", "LLKD_NO_SUCH_KEY"]) == 2  # before any model loads
+    assert "LLKD_NO_SUCH_KEY: that environment variable is not set" in capsys.readouterr().err
+    assert main(["serve-teacher", "--device", "gpu0"]) == 2
+    assert "device must be one of auto, cpu, cuda, cuda:N, mps, not 'gpu0'" in capsys.readouterr().err

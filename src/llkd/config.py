@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,25 @@ def cache_dir() -> Path:
 # many passes; a fine-tuned encoder on 2 CPU cores cannot.
 FINETUNE_EPOCHS = 3.0
 FROZEN_EPOCHS = 20.0
+
+
+DEVICE_HELP = "auto, cpu, cuda, cuda:N, mps"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(device: str) -> str:
+    """A device string llkd accepts (checked up front: torch would reject a typo only once a
+    model is loading, or an 'auto' fallback would hide it)."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device.strip()):
+        raise ConfigError(f"device must be one of {DEVICE_HELP}, not '{device}'")
+    return device.strip()
+
+
+def _device_field(v: Any) -> Any:
+    try:
+        return check_device(v)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None  # pydantic reports it with the field's name
 
 
 class _Section(BaseModel):
@@ -66,6 +86,8 @@ class TeacherConfig(_Section):
     max_retries: int = Field(6, ge=0, description="openai backend: retries on 429/5xx/timeouts, with exponential back-off and jitter.")
     cache: Path | None = Field(None, description="Teacher answer cache (SQLite). Default: <cache dir>/teacher.sqlite.")
 
+    _device = field_validator("device")(_device_field)
+
     def cache_path(self) -> Path:
         return self.cache or cache_dir() / "teacher.sqlite"
 
@@ -98,6 +120,8 @@ class StudentConfig(_Section):
     output: Path = Field(Path("runs/student"), description="Where the trained student (HF folder), logs and checkpoints go.")
     checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at epoch ends).")
     resume: bool = Field(True, description="Resume from the checkpoint in output if there is one.")
+
+    _device = field_validator("device")(_device_field)
 
     def resolved_epochs(self) -> float:
         return self.epochs if self.epochs is not None else (FROZEN_EPOCHS if self.mode == "frozen" else FINETUNE_EPOCHS)
@@ -137,7 +161,7 @@ class LLKDConfig(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
-            msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            msgs = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors())
             raise ConfigError(f"{source}: {msgs}") from e
 
 

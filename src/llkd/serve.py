@@ -8,10 +8,16 @@ prompt's forward pass. Requests are served concurrently by threads but the model
 request at a time (a lock), which is what a single CPU/GPU model can do anyway.
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``.
+
+Guards, all applied before a request body is read: the route, an optional API key (``Bearer``;
+``/health`` stays open for liveness probes), and a cap on ``Content-Length`` (a 10 MB body is
+refused with 413, not tokenised first). A body without a valid length is a 400, never a wait.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import select
@@ -30,6 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_LOGPROBS = 20  # the OpenAI API's own limit
 MAX_CHOICES = 16
+# A chat request for a classifier is a prompt plus one text: kilobytes. 1 MiB leaves ample room
+# and keeps one request from holding the model (tokenising, a huge forward) for minutes.
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+CHAT_ROUTES = ("/v1/chat/completions", "/chat/completions")
 
 
 class ClientGone(Exception):
@@ -222,23 +232,33 @@ class ChatModel:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection per worker
     server: "TeacherHTTPServer"
+    _body_read = False
+
+    def handle_one_request(self) -> None:
+        self._body_read = False  # per request: the handler object serves a whole connection
+        super().handle_one_request()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0].rstrip("/")
         chat = self.server.chat_model
-        if path == "/health":
-            self._send(HTTPStatus.OK, {"status": "ok", "model": chat.name})
-        elif path in ("/v1/models", "/models"):
-            self._send(HTTPStatus.OK, {"object": "list", "data": [{"id": chat.name, "object": "model", "created": chat.created, "owned_by": "llkd"}]})
-        else:
-            self._error(RequestError(HTTPStatus.NOT_FOUND, f"no route GET {path}", "not_found"))
+        try:
+            if path == "/health":
+                self._send(HTTPStatus.OK, {"status": "ok", "model": chat.name})
+            elif path in ("/v1/models", "/models"):
+                self._check_key()
+                self._send(HTTPStatus.OK, {"object": "list", "data": [{"id": chat.name, "object": "model", "created": chat.created, "owned_by": "llkd"}]})
+            else:
+                raise RequestError(HTTPStatus.NOT_FOUND, f"no route GET {path}", "not_found")
+        except RequestError as e:
+            self._error(e)
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0].rstrip("/")
         try:
-            body = self._read_json()
-            if path not in ("/v1/chat/completions", "/chat/completions"):
+            if path not in CHAT_ROUTES:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no route POST {path}", "not_found")
+            self._check_key()
+            body = self._read_json()
             chat = self.server.chat_model
             req = ChatRequest.parse(body, chat.name, chat.max_tokens_limit)
             self._send(HTTPStatus.OK, chat.complete(req, self._client_gone))
@@ -246,6 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("client %s hung up while queued; request skipped", self.address_string())
             self.close_connection = True
         except RequestError as e:
+            if not self._body_read:  # the unread body would be parsed as the next request
+                self.close_connection = True
             self._error(e)
         except Exception as e:  # a bug or an out-of-memory must not kill the serving thread silently
             log.exception("chat completion failed")
@@ -259,9 +281,36 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return True
 
+    def _check_key(self) -> None:
+        key = self.server.api_key
+        if not key:
+            return
+        given = self.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        # compare_digest: the time taken does not tell an attacker how much of the key matched
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise RequestError(HTTPStatus.UNAUTHORIZED, "missing or wrong API key (send 'Authorization: Bearer <key>')", "invalid_api_key")
+
+    def _content_length(self) -> int:
+        """The announced body size, checked before a byte of the body is read."""
+        value = self.headers.get("Content-Length")
+        if value is None:
+            if self.headers.get("Transfer-Encoding"):
+                raise RequestError(HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not supported; send Content-Length")
+            return 0
+        value = value.strip()
+        if not value.isdigit():  # "abc", "-1", "1e3": int() would raise or read forever
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length must be a non-negative integer, not '{value[:20]}'")
+        length = int(value)
+        limit = self.server.max_body_bytes
+        if length > limit:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body of {length} bytes exceeds this server's limit of {limit} bytes", "request_too_large")
+        return length
+
     def _read_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._content_length()
         raw = self.rfile.read(length) if length else b""
+        self._body_read = True
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -285,8 +334,11 @@ class _Handler(BaseHTTPRequestHandler):
 class TeacherHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung client connection never blocks shutdown
 
-    def __init__(self, chat_model: ChatModel, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def __init__(self, chat_model: ChatModel, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.chat_model = chat_model
+        self.api_key = api_key or None
+        self.max_body_bytes = max_body_bytes
         super().__init__((host, port), _Handler)
 
     @property
@@ -304,3 +356,28 @@ class TeacherHTTPServer(ThreadingHTTPServer):
         """Stop a server started with ``start_background`` and release its port."""
         self.shutdown()
         self.server_close()
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: loopback only if every address it resolves to is
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError:
+            return False
+        return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def bind_warning(host: str, api_key: bool) -> str | None:
+    """What to tell the operator when the server is reachable from other machines."""
+    if is_loopback(host):
+        return None
+    where = "every network interface" if host in ("", "0.0.0.0", "::") else host
+    if api_key:
+        return f"serving on {where}: other machines can reach this teacher; requests need the API key, but travel unencrypted (plain HTTP)"
+    return (f"serving on {where} without an API key: anyone who can reach this port can use the model "
+            "(set --api-key-env, or bind 127.0.0.1)")
