@@ -1,4 +1,5 @@
-"""`llkd teacher-report` on a slice of the bundled AG News test texts, and its helpers."""
+"""`llkd teacher-report` on a slice of the bundled AG News test texts (calibrated with a slice of
+its pool as the reference), and its helpers."""
 
 import json
 import math
@@ -9,8 +10,10 @@ import pytest
 from llkd.cli import main
 from llkd.evaluation.confidence import auroc, confidence_report, rankdata, spearman
 from llkd.evaluation.plots import reliability_diagram
+from llkd.teacher.calibration import CALIBRATORS
 
-N = 40
+N = 32  # test texts
+POOL = 12  # pool texts: the calibration reference (with the content-free input, 45 teacher answers in all)
 
 
 def test_rank_helpers() -> None:
@@ -42,10 +45,13 @@ def test_teacher_report_cli(tmp_path, demo_dir, capsys) -> None:
     rows = (demo_dir / "agnews_test.jsonl").read_text().splitlines()[:N]
     test = tmp_path / "test.jsonl"
     test.write_text("\n".join(rows) + "\n")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join((demo_dir / "agnews_pool.jsonl").read_text().splitlines()[:POOL]) + "\n")
     out = tmp_path / "report"
-    rc = main(["teacher-report", "--no-progress", "--data-test", str(test), "--data-labels", str(demo_dir / "agnews_labels.yaml"),
-               "--data-id-column", "id", "--teacher-cache", str(tmp_path / "teacher.sqlite"), "--teacher-device", "cpu",
-               "--output", str(out)])
+    argv = ["teacher-report", "--no-progress", "--data-test", str(test), "--data-labels", str(demo_dir / "agnews_labels.yaml"),
+            "--data-id-column", "id", "--teacher-cache", str(tmp_path / "teacher.sqlite"), "--teacher-device", "cpu",
+            "--output", str(out)]
+    rc = main(argv + ["--data-pool", str(pool)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "expected calibration error" in printed and "confusion" in printed and "higher confidence -> higher accuracy" in printed
@@ -55,7 +61,10 @@ def test_teacher_report_cli(tmp_path, demo_dir, capsys) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = json.loads((out / "teacher_report.json").read_text())  # strict JSON: no NaN
     assert res["n"] == N and res["failures"] == {}
-    assert set(res["calibrations"]) == {"none", "mean", "contextual"}
+    assert set(res["calibrations"]) == set(CALIBRATORS.names()) and res["left_out"] == {}
+    assert res["calibration_reference"].startswith(f"{POOL} pool texts")
+    # every data-fitted calibrator saw the pool answers only
+    assert res["calibrations"]["mean"]["calibrator"]["pool_rows"] == POOL
     for name, c in res["calibrations"].items():
         assert c["n"] == N
         assert 0.0 <= c["accuracy"] <= 1.0 and c["accuracy"] == pytest.approx(c["report"]["accuracy"])
@@ -70,8 +79,9 @@ def test_teacher_report_cli(tmp_path, demo_dir, capsys) -> None:
         assert sum(q["count"] for q in c["quartiles"]) == N
     assert len(res["content_free"]["probs"]) == 4 and sum(res["content_free"]["probs"]) == pytest.approx(1.0)
 
-    # a second run answers every text from the cache
-    assert main(["teacher-report", "--no-progress", "--data-test", str(test), "--data-labels", str(demo_dir / "agnews_labels.yaml"),
-                 "--data-id-column", "id", "--teacher-cache", str(tmp_path / "teacher.sqlite"), "--teacher-device", "cpu",
-                 "--output", str(out)]) == 0
-    assert f"{N + 1} answers from cache, 0 asked" in capsys.readouterr().out
+    # a second run answers every text from the cache; without a pool, only what needs none is shown
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"{N + 1} answers from cache, 0 asked" in printed and "mean calibration left out: no unlabeled pool" in printed
+    res = json.loads((out / "teacher_report.json").read_text())
+    assert set(res["calibrations"]) == {"none", "contextual"} and set(res["left_out"]) == {"balanced", "mean", "prior"}

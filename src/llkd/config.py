@@ -76,7 +76,7 @@ class TeacherConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype for local backends; auto = bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16/AMX), else float32.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps.")
     batch_size: int = Field(16, ge=1, description="Texts scored per forward pass.")
-    calibration: Literal["none", "contextual", "mean"] = Field("none", description="Confidence calibration: contextual (divide by q on 'N/A') or mean (divide by the mean q over the pool).")
+    calibration: Literal["balanced", "contextual", "mean", "none", "prior"] = Field("none", description="Teacher calibration (llkd.teacher.calibration), fitted on the unlabeled pool and applied with that reference to every split: balanced (column scaling until the pool's mean distribution is uniform), mean (divide by the pool's mean q), contextual (divide by q on 'N/A'), prior (EM class-prior re-estimate) or none.")
     base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://localhost:8000/v1.")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: environment variable that holds the key (never logged).")
     confidence: Literal["auto", "logprobs", "vote"] = Field("auto", description="openai backend: first-token logprobs, or self-consistency vote share.")

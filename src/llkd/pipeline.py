@@ -20,7 +20,7 @@ from llkd.data.schema import LabelSchema
 from llkd.evaluation.metering import StageMeter
 from llkd.evaluation.metrics import ClassificationReport, classification_report
 from llkd.teacher.cache import TeacherCache
-from llkd.teacher.calibration import CONTENT_FREE, contextual_calibrate, mean_calibrate
+from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, Calibrator
 from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
 
 log = logging.getLogger(__name__)
@@ -41,26 +41,45 @@ def load_split(data: DataConfig, which: str, schema: LabelSchema, require_labels
 
 @dataclass
 class TeacherRun:
-    labels: PseudoLabels
+    labels: PseudoLabels  # probs calibrated with ``calibrator``
     meter: StageMeter
     identity: str
+    calibrator: Calibrator  # fitted on the pool; calibrate_split applies it to other splits
 
 
 def pseudo_label(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool = True, desc: str = "teacher") -> TeacherRun:
-    """Teacher answers for every text (cached), calibrated as configured."""
+    """Teacher answers for the unlabeled pool (cached), calibrated as configured: the
+    calibrator is fitted on these answers and returned, so other splits get the same reference
+    (:func:`calibrate_split`)."""
+    calibrator = CALIBRATORS.get(cfg.calibration)()
+    run = _answers(cfg, schema, texts, progress, desc, calibrator, fit=True)
+    log.info("calibration fitted on the pool: %s", calibrator.state())
+    return run
+
+
+def calibrate_split(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, calibrator: Calibrator, progress: bool = True,
+                    desc: str = "teacher") -> TeacherRun:
+    """Teacher answers for another split (test, dev), calibrated with the pool's fitted
+    calibrator: a split is never calibrated with its own statistics."""
+    return _answers(cfg, schema, texts, progress, desc, calibrator, fit=False)
+
+
+def _answers(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool, desc: str, calibrator: Calibrator, fit: bool) -> TeacherRun:
+    """Raw answers through the cache, then ``calibrator`` (fitted on these answers first when ``fit``)."""
     with StageMeter("teacher") as meter, TeacherCache(cfg.cache_path()) as cache:
         teacher = build_teacher(cfg, schema)
         try:
             result = label_texts(teacher, texts.texts, cache, ids=texts.ids, progress=progress, desc=desc)
-            if cfg.calibration == "contextual":
-                cf = label_texts(teacher, [CONTENT_FREE], cache, progress=False)
-                result.probs = contextual_calibrate(result.probs, cf.probs[0])
-            elif cfg.calibration == "mean":
-                result.probs = mean_calibrate(result.probs)
+            if fit:
+                content_free = None
+                if calibrator.needs_content_free:
+                    content_free = label_texts(teacher, [CONTENT_FREE], cache, progress=False).probs[0]
+                calibrator.fit(result.probs, content_free)
+            result.probs = calibrator.apply(result.probs)
             identity = teacher.identity()
         finally:
             teacher.close()
-    return TeacherRun(result, meter, identity)
+    return TeacherRun(result, meter, identity, calibrator)
 
 
 def evaluate_probs(probs: np.ndarray, gold: list[int], schema: LabelSchema) -> ClassificationReport:

@@ -22,7 +22,7 @@ from llkd.bench.datasets import BenchData, load_dataset
 from llkd.bench.noise import NoiseSpec, inject_noise
 from llkd.bench.teacher import TeacherAnswers, get_answers
 from llkd.evaluation.metrics import classification_report
-from llkd.teacher.calibration import rescale
+from llkd.teacher.calibration import fit_calibrator
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +114,11 @@ class BenchSettings:
 
 
 def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean calibration with the pool's mean distribution as the reference for both splits
-    (no gold labels involved)."""
-    if how == "none":
-        return pool, test
-    if how != "mean":
-        raise ValueError(f"unknown calibration '{how}' (none, mean)")
-    answered = pool[~np.isnan(pool).any(axis=1)]
-    ref = answered.mean(axis=0)
-    return rescale(pool, ref), rescale(test, ref)
+    """The calibration ``how`` (llkd.teacher.calibration) fitted on the pool only and applied
+    with that same reference to both splits (no gold labels involved). The benchmark keeps no
+    content-free answer, so contextual calibration is refused here."""
+    calibrator = fit_calibrator(how, pool)
+    return calibrator.apply(pool), calibrator.apply(test)
 
 
 def same_settings(fingerprint_a: str, fingerprint_b: str) -> bool:

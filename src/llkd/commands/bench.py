@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda.")
     p.add_argument("--teacher", default="smollm2-135m", help="Teacher name(s), comma list; the teacher_size suite compares them, other suites use the first.")
     p.add_argument("--teacher-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Teacher weights dtype when a teacher has to run (auto: bfloat16 on a GPU or a CPU with native bf16).")
-    p.add_argument("--calibration", default="mean", choices=["none", "mean"], help="Teacher calibration before selection (mean: divide by the pool's mean distribution).")
+    p.add_argument("--calibration", default="mean", choices=["balanced", "mean", "none", "prior"], help="Teacher calibration before selection, fitted on the pool and applied to both splits (llkd.teacher.calibration; contextual is not offered: the benchmark keeps no content-free answer).")
     p.add_argument("--split-seed", type=int, default=0, help="Seed that fixes the pool/test splits.")
     p.add_argument("--data-root", type=Path, help="Shared data folder (default: $LLKD_DATA_ROOT or ../shared/data).")
     p.add_argument("--answers", type=Path, default=PACKAGED, help="Folder of committed teacher-answer files (<dataset>.<teacher>.jsonl.gz).")

@@ -7,7 +7,8 @@ from importlib import resources
 from pathlib import Path
 
 from llkd.config import LLKDConfig
-from llkd.pipeline import evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
+from llkd.pipeline import (calibrate_split, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student,
+                           write_json)
 
 HELP = "Run teacher -> LLKD student -> evaluation on the bundled AG News slice (SmolLM2-135M teacher, MiniLM student) and print one table."
 
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"teacher {cfg.teacher.model} (calibration: {cfg.teacher.calibration}), student {cfg.student.model}; teacher cache {cfg.teacher.cache_path()}")
 
     t_pool = pseudo_label(cfg.teacher, schema, pool, progress, desc="teacher[pool]")
-    t_test = pseudo_label(cfg.teacher, schema, test, progress, desc="teacher[test]")
+    # the test split gets the pool's calibration reference, never its own statistics
+    t_test = calibrate_split(cfg.teacher, schema, test, t_pool.calibrator, progress, desc="teacher[test]")
     assert test.labels is not None
     rows = []
     teacher_report = evaluate_probs(t_test.labels.probs, test.labels, schema)

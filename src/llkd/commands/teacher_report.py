@@ -14,11 +14,10 @@ from llkd.data.loading import TextSet
 from llkd.pipeline import evaluate_probs, load_schema, load_split, pseudo_label, write_json
 
 HELP = ("Evaluate the teacher on a labelled split: accuracy, macro-F1, per-class table, confusion matrix, "
-        "calibration error and reliability bins of its raw answers and of each calibration (none, mean, "
-        "contextual), and whether higher confidence goes with higher accuracy; saves a reliability diagram "
-        "(PNG) and every number (JSON).")
+        "calibration error and reliability bins of its raw answers and of each registered calibration (fitted on "
+        "the unlabeled pool, --data-pool), and whether higher confidence goes with higher accuracy; saves a "
+        "reliability diagram (PNG) and every number (JSON).")
 
-CALIBRATIONS = ("none", "mean", "contextual")
 _CONTENT_FREE_ID = "<content-free>"
 
 
@@ -30,15 +29,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, ("data", "teacher"))
 
 
-def calibrated_variants(raw: np.ndarray, content_free: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The raw teacher distributions and each calibration of them (as ``pseudo_label`` applies
-    it; mean calibration divides by the mean over the evaluated texts themselves)."""
-    from llkd.teacher.calibration import contextual_calibrate, mean_calibrate
+def calibrated_variants(raw: np.ndarray, pool: np.ndarray | None, content_free: np.ndarray | None
+                        ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]], dict[str, str]]:
+    """Each registered calibration fitted on the pool's raw answers (as ``pseudo_label`` fits
+    it) and applied to ``raw``: (name -> calibrated probs, name -> fitted state, name -> why it
+    was left out). ``none`` comes first."""
+    from llkd.teacher.calibration import CALIBRATORS, fit_calibrator
 
-    out = {"none": raw, "mean": mean_calibrate(raw)}
-    if content_free is not None and np.isfinite(content_free).all():
-        out["contextual"] = contextual_calibrate(raw, content_free)
-    return out
+    variants: dict[str, np.ndarray] = {}
+    states: dict[str, dict[str, Any]] = {}
+    left_out: dict[str, str] = {}
+    for name in sorted(CALIBRATORS.names(), key=lambda n: n != "none"):
+        if pool is None and CALIBRATORS.get(name).needs_pool:
+            left_out[name] = "no unlabeled pool to fit on (--data-pool); a split is never calibrated with its own statistics"
+            continue
+        try:
+            calibrator = fit_calibrator(name, pool, content_free)
+        except ValueError as e:  # no content-free answer, or no answered pool text
+            left_out[name] = str(e)
+            continue
+        variants[name], states[name] = calibrator.apply(raw), calibrator.state()
+    return variants, states, left_out
 
 
 def _clean(obj: Any) -> Any:
@@ -67,27 +78,41 @@ def run(args: argparse.Namespace) -> int:
     n = len(texts)
     gold = np.asarray(texts.labels)
 
-    # Raw answers, plus the content-free input contextual calibration divides by, in one pass
-    # through the teacher cache (same cache keys as `llkd label` and the other commands).
+    # Calibrations are fitted on the unlabeled pool (the evaluated split only when that is the
+    # pool itself), never on the texts they are evaluated on.
+    pool = None if args.split == "pool" or data.pool is None else load_split(data, "pool", schema)
+    pool_ids, pool_texts = (pool.ids, pool.texts) if pool is not None else ([], [])
+    m = len(pool_ids)
+    # Raw answers for pool, split and the content-free input in one pass through the teacher
+    # cache (same cache keys as `llkd label` and the other commands).
     raw_cfg = cfg.teacher.model_copy(update={"calibration": "none"})
-    both = TextSet(texts.ids + [_CONTENT_FREE_ID], texts.texts + [CONTENT_FREE], None, texts.source)
-    run_ = pseudo_label(raw_cfg, schema, both, progress=not args.no_progress, desc=f"teacher[{args.split}]")
+    every = TextSet(pool_ids + texts.ids + [_CONTENT_FREE_ID], pool_texts + texts.texts + [CONTENT_FREE], None, texts.source)
+    run_ = pseudo_label(raw_cfg, schema, every, progress=not args.no_progress, desc=f"teacher[pool+{args.split}]" if m else f"teacher[{args.split}]")
     res = run_.labels
-    raw, cf = res.probs[:n], res.probs[n]
-    failures = {i: r for i, r in res.failures.items() if i < n}
-    variants = calibrated_variants(raw, cf)
+    raw, cf = res.probs[m : m + n], res.probs[m + n]
+    if pool is not None:
+        pool_raw, reference = res.probs[:m], f"{m} pool texts from {pool.source}"
+    elif args.split == "pool":
+        pool_raw, reference = raw, "the evaluated pool texts themselves"
+    else:
+        pool_raw, reference = None, None
+    failures = {i - m: r for i, r in res.failures.items() if m <= i < m + n}
+    variants, states, left_out = calibrated_variants(raw, pool_raw, cf)
 
-    print(f"teacher {cfg.teacher.model} ({cfg.teacher.backend}) on {n} {args.split} texts from {texts.source} (+1 content-free input): "
+    print(f"teacher {cfg.teacher.model} ({cfg.teacher.backend}) on {n} {args.split} texts from {texts.source} "
+          f"(+{m} pool texts, +1 content-free input): "
           f"{res.n_cached} answers from cache, {res.n_asked} asked, {len(failures)} failed; {run_.meter.seconds:.1f}s; "
           f"cache {cfg.teacher.cache_path()}")
-    if "contextual" not in variants:
-        print(f"  no answer for the content-free input {CONTENT_FREE!r}: contextual calibration left out")
+    print(f"  calibration reference: {reference or 'none (no pool given)'}")
+    for name, why in left_out.items():
+        print(f"  {name} calibration left out: {why}")
     summary: dict[str, Any] = {
         "split": args.split, "source": texts.source, "n": n, "failures": {texts.ids[i]: r for i, r in failures.items()},
         "teacher": {"model": cfg.teacher.model, "backend": cfg.teacher.backend, "identity": run_.identity,
                     "configured_calibration": cfg.teacher.calibration},
         "content_free": {"text": CONTENT_FREE, "probs": cf.tolist()},
-        "labels": schema.names, "bins": args.bins, "calibrations": {},
+        "calibration_reference": reference,
+        "labels": schema.names, "bins": args.bins, "calibrations": {}, "left_out": left_out,
     }
     panels: dict[str, dict[str, Any]] = {}
     for name, probs in variants.items():
@@ -99,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n=== calibration: {tag}{configured} ===")
         print(report.table())
         print(format_confidence(conf))
-        summary["calibrations"][name] = {"report": report.as_dict(), **conf}
+        summary["calibrations"][name] = {"report": report.as_dict(), "calibrator": states[name], **conf}
         panels["none (raw)" if name == "none" else f"{name} calibration"] = {
             "bins": conf["bins"], "ece": conf["ece"], "accuracy": conf["accuracy"]}
 
@@ -117,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
-    print("(* = the configured teacher.calibration; mean calibration uses the mean over these texts)")
+    print("(* = the configured teacher.calibration; every calibration is fitted on the unlabeled pool, never on these texts)")
 
     args.output.mkdir(parents=True, exist_ok=True)
     png = args.output / "reliability.png"
