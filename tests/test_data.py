@@ -103,3 +103,32 @@ def test_invalid_json_line(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         load_texts(tmp_path / "nope.csv")
+
+
+def test_schema_yaml_keeps_label_names_as_written(tmp_path):
+    """YAML 1.1 reads yes/no/on as booleans and 007 as 7; label names are text."""
+    path = tmp_path / "labels.yaml"
+    path.write_text("labels: [yes, no, on, 007, 1.0]\n", encoding="utf-8")
+    s = LabelSchema.from_yaml(path)
+    assert s.names == ["yes", "no", "on", "007", "1.0"]
+    assert s.index("yes") == 0 and s.index("no") == 1
+    path.write_text("task: ~\nlabels:\n  - name: positive\n    aliases: pos\n    description:\n  - name: negative\n    aliases: [neg, 0]\n", encoding="utf-8")
+    s = LabelSchema.from_yaml(path)
+    assert s.labels[0].aliases == ("pos",)  # one alias, not the characters p, o, s
+    assert s.labels[1].aliases == ("neg", "0") and s.task == "" and s.labels[0].description == ""
+    assert s.index("pos") == 0 and s.index("neg") == 1
+
+
+def test_folder_and_truncated_parquet_are_data_errors(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "pool.jsonl"
+    folder.mkdir()
+    with pytest.raises(DataError, match="a folder"):
+        load_texts(folder)
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": f"row {i}"} for i in range(100)]), path)
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"d\.parquet: not a readable Parquet file"):
+        load_texts(path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llkd.data.loading import load_texts
 from llkd.pipeline import evaluate_student, write_json
+from llkd.preflight import trained_student
 from llkd.student.model import load_trained
 
 HELP = "Evaluate a trained student on labelled texts: accuracy, macro-F1, per-class scores, confusion matrix."
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, _, schema = load_trained(args.model)
+    _, _, schema = load_trained(trained_student(args.model))  # refuses a folder llkd did not train
     test = load_texts(args.data, args.text_column, args.id_column, args.label_column, schema, require_labels=True)
     report, _, meter = evaluate_student(args.model, test, args.max_length)
     print(report.table())

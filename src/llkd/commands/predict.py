@@ -9,6 +9,7 @@ from pathlib import Path
 
 from llkd.data.loading import load_texts
 from llkd.pipeline import student_probs
+from llkd.preflight import trained_student
 from llkd.student.model import load_trained
 
 HELP = "Predict labels for texts with a trained student; writes JSONL (id, label, confidence, probs)."
@@ -26,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, _, schema = load_trained(args.model)  # fails early on a folder that is not a model
+    _, _, schema = load_trained(trained_student(args.model))  # refuses a folder llkd did not train
     if args.input:
         data = load_texts(args.input, args.text_column, args.id_column)
         ids, texts = data.ids, data.texts

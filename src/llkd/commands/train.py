@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from llkd.config import add_config_flags, config_from_args
+from llkd.data.errors import DataError
 from llkd.pipeline import evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
+from llkd.preflight import check_run
 
 HELP = "Train a student encoder on the teacher's pseudo-labels, selecting samples with the chosen selector (default: llkd)."
 
@@ -17,19 +19,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    # Everything checkable without a model, before the teacher runs: settings, then every
+    # data file parsed (test labels included), so no mistake surfaces after hours of work.
+    check_run(cfg)
     schema = load_schema(cfg.data)
     pool = load_split(cfg.data, "pool", schema)
     dev = load_split(cfg.data, "dev", schema, require_labels=True) if cfg.data.dev else None
+    test = load_split(cfg.data, "test", schema, require_labels=True) if cfg.data.test else None
     teacher = pseudo_label(cfg.teacher, schema, pool, progress=not args.no_progress)
-    if teacher.labels.failures:
-        print(f"warning: {len(teacher.labels.failures)} pool texts have no teacher answer and are left out (re-run `llkd label` to retry)")
+    failures = teacher.labels.failures
+    if not teacher.labels.answered.any():
+        example = next(iter(failures.values()), "no reason recorded")
+        raise DataError(f"no pool text got a teacher answer ({len(failures)} failed; e.g. {example}); nothing to train on")
+    if failures:
+        print(f"warning: {len(failures)} pool texts have no teacher answer and are left out (re-run `llkd label` to retry)")
     result, meter = train_student(cfg, schema, pool, teacher.labels.probs, dev, progress=not args.no_progress)
     summary = {"selector": cfg.selection.selector, **result.summary(), "teacher": teacher.meter.as_dict(), "train": meter.as_dict()}
     print(f"student saved to {result.model_dir}")
     print(f"data usage {result.data_usage:.1%} of the pool; {result.gradient_samples} gradient samples in {result.optimizer_updates} updates over {result.steps} steps; "
           f"train {meter.seconds:.1f}s, peak {meter.peak_rss_mb:.0f} MB")
-    if cfg.data.test:
-        test = load_split(cfg.data, "test", schema, require_labels=True)
+    if test is not None:
         report, _, _ = evaluate_student(result.model_dir, test, cfg.student.max_length)
         print(report.table())
         summary["test"] = report.as_dict()

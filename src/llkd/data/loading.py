@@ -52,11 +52,18 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int], list[str]]:
     """(rows, line number of each row, column names)."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a data file (.csv, .tsv, .jsonl or .parquet)")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:  # truncated, still being written, or not Parquet
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{path}: not a readable Parquet file ({reason})") from e
         rows = table.to_pylist()
         return rows, list(range(1, len(rows) + 1)), list(table.column_names)
     text = _decode(path)

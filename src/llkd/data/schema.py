@@ -11,6 +11,18 @@ import yaml
 from llkd.data.errors import DataError
 
 
+class _SchemaLoader(yaml.SafeLoader):
+    """YAML with scalars kept as written, except null: label names such as ``yes``/``no``,
+    ``on``, ``1.0`` or ``007`` are text to the teacher and in gold columns, and YAML 1.1 would
+    turn them into booleans and numbers (``[yes, no]`` -> ``True``/``False``)."""
+
+
+_SchemaLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 @dataclass(frozen=True)
 class Label:
     name: str
@@ -66,9 +78,11 @@ class LabelSchema:
     def from_yaml(cls, path: str | Path) -> "LabelSchema":
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SchemaLoader)  # noqa: S506 - a SafeLoader subclass
         except FileNotFoundError as e:
             raise DataError(f"{path}: label schema file not found") from e
+        except IsADirectoryError as e:
+            raise DataError(f"{path}: a folder, not a label schema file") from e
         except (UnicodeDecodeError, yaml.YAMLError) as e:
             raise DataError(f"{path}: cannot parse label schema: {e}") from e
         return cls.from_dict(raw, source=str(path))
@@ -85,6 +99,10 @@ class LabelSchema:
                 labels.append(Label(str(item)))
             elif isinstance(item, dict) and item.get("name") is not None:
                 aliases = item.get("aliases") or []
+                if isinstance(aliases, (str, int, float)):  # one alias written without a list
+                    aliases = [aliases]
+                if not isinstance(aliases, list):
+                    raise DataError(f"{source}: label {i + 1} ('{item['name']}'): aliases must be a list of strings")
                 labels.append(Label(
                     name=str(item["name"]),
                     description=str(item.get("description") or ""),

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from llkd.config import TeacherConfig
+from llkd.config import ConfigError, TeacherConfig
 from llkd.data.schema import LabelSchema
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
 from llkd.teacher.cache import TeacherCache, text_hash
@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def build_teacher(cfg: TeacherConfig, schema: LabelSchema) -> Teacher:
+    if cfg.backend not in TEACHER_BACKENDS:
+        raise ConfigError(f"unknown teacher backend '{cfg.backend}'; choose one of: {', '.join(TEACHER_BACKENDS.names())}")
     cls = TEACHER_BACKENDS.get(cfg.backend)
     return cls(schema, **cfg.model_dump(exclude={"backend", "cache", "calibration"}))
 

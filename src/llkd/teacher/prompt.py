@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
 
 _SENTINEL = "\u241f__LLKD_TEXT__\u241f"
@@ -33,23 +34,34 @@ class PromptTemplate:
 
     @classmethod
     def load(cls, name_or_path: str) -> "PromptTemplate":
+        """A built-in template by name or a YAML file; ConfigError says what is wrong."""
         if name_or_path in BUILTIN:
             text = resources.files("llkd.resources.templates").joinpath(f"{name_or_path}.yaml").read_text("utf-8")
             source = name_or_path
         else:
             path = Path(name_or_path)
             if not path.is_file():
-                raise FileNotFoundError(f"prompt template '{name_or_path}' is neither built in ({', '.join(BUILTIN)}) nor a file")
-            text, source = path.read_text("utf-8"), str(path)
-        raw: dict[str, Any] = yaml.safe_load(text) or {}
+                raise ConfigError(f"prompt template '{name_or_path}' is neither built in (auto, {', '.join(BUILTIN)}) nor a file")
+            try:
+                text, source = path.read_text("utf-8"), str(path)
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{path}: cannot read prompt template: {e}") from e
+        try:
+            raw: Any = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{source}: prompt template is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: a prompt template is a mapping (kind, instruction, body, ...)")
         unknown = set(raw) - {"kind", "instruction", "body", "system", "verbalizer_prefix", "examples", "example_format"}
         if unknown:
-            raise ValueError(f"{source}: unknown template keys {sorted(unknown)}")
+            raise ConfigError(f"{source}: unknown template keys {sorted(unknown)}")
         for key in ("kind", "instruction", "body"):
             if key not in raw:
-                raise ValueError(f"{source}: template needs '{key}'")
-        if "{text}" not in raw["body"]:
-            raise ValueError(f"{source}: template body must contain {{text}}")
+                raise ConfigError(f"{source}: template needs '{key}'")
+        if raw["kind"] not in ("chat", "completion"):
+            raise ConfigError(f"{source}: template kind must be chat or completion, not '{raw['kind']}'")
+        if "{text}" not in str(raw["body"]):
+            raise ConfigError(f"{source}: template body must contain {{text}}")
         raw["examples"] = tuple(raw.get("examples") or ())
         return cls(**raw)
 

@@ -1,0 +1,129 @@
+"""A careless or hostile user gets one line and exit 2, and `train` says so before any
+teacher or model runs. No model is loaded here (the checks come first), so this is fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llkd.cli import main
+
+
+@pytest.fixture
+def files(tmp_path: Path, demo_dir: Path) -> dict[str, Path]:
+    rows = [json.loads(x) for x in (demo_dir / "agnews_test.jsonl").read_text().splitlines()][:6]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in rows))
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"pool": pool, "test": test, "labels": demo_dir / "agnews_labels.yaml", "cache": tmp_path / "cache.sqlite", "out": tmp_path / "run"}
+
+
+@pytest.fixture
+def no_teacher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any teacher run fails the test: the error must come first."""
+
+    def ran(*_: Any, **__: Any) -> None:
+        raise AssertionError("the teacher ran before the error was reported")
+
+    monkeypatch.setattr("llkd.commands.train.pseudo_label", ran)
+    monkeypatch.setattr("llkd.commands.label.pseudo_label", ran)
+
+
+def train_args(files: dict[str, Path], *extra: str) -> list[str]:
+    return ["train", "--data-pool", str(files["pool"]), "--data-test", str(files["test"]), "--data-labels", str(files["labels"]),
+            "--data-id-column", "id", "--teacher-cache", str(files["cache"]), "--student-output", str(files["out"]), "--no-progress", *extra]
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"llkd {command}: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--selector", "llkdd"], "unknown selector 'llkdd'; choose one of: "),
+        (["--teacher-backend", "vllm"], "unknown teacher backend 'vllm'; choose one of: hf, llamacpp, openai"),
+        (["--teacher-template", "no-such-template"], "prompt template 'no-such-template' is neither built in"),
+        (["--teacher-device", "gpu"], "teacher.device: device must be one of auto, cpu, cuda, cuda:N, mps, not 'gpu'"),
+        (["--student-device", "bogus"], "student.device: device must be one of auto, cpu, cuda, cuda:N, mps, not 'bogus'"),
+        (["--teacher-backend", "openai"], "needs teacher.base_url"),
+        (["--student", "/no/such/encoder"], "student model '/no/such/encoder' is neither"),
+    ],
+)
+def test_train_rejects_bad_settings_before_the_teacher(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str], extra: list[str], words: str) -> None:
+    assert main(train_args(files, *extra)) == 2
+    assert words in one_line_error(capsys, "train")
+
+
+def test_train_rejects_a_bad_test_file_before_the_teacher(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [json.loads(x) for x in files["test"].read_text().splitlines()]
+    rows[2]["label"] = "Weather"
+    files["test"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(train_args(files)) == 2
+    assert "row 3, column 'label': label 'Weather' is not in the label schema" in capsys.readouterr().err
+
+
+def test_unavailable_cuda_is_named_before_the_teacher(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(train_args(files, "--student-device", "cuda:0")) == 2
+    assert "student.device 'cuda:0': CUDA is not available on this machine" in one_line_error(capsys, "train")
+
+
+@pytest.mark.parametrize("kind", ["folder", "truncated_parquet"])
+def test_unreadable_pool_is_one_line(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    if kind == "folder":
+        pool = tmp_path / "pool_dir.jsonl"
+        pool.mkdir()
+        words = "a folder"
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pool = tmp_path / "pool.parquet"
+        pq.write_table(pa.Table.from_pylist([{"text": f"text {i}"} for i in range(200)]), pool)
+        pool.write_bytes(pool.read_bytes()[: pool.stat().st_size // 2])  # as a killed copy leaves it
+        words = "not a readable Parquet file"
+    assert main(["label", "--data-pool", str(pool), "--data-labels", str(files["labels"]), "--teacher-cache", str(files["cache"])]) == 2
+    assert words in one_line_error(capsys, "label")
+
+
+def _fake_student(folder: Path, llkd_json: bool) -> Path:
+    """An HF-looking folder; with llkd.json it passes the check (nothing is loaded before)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    if llkd_json:
+        (folder / "llkd.json").write_text(json.dumps({"schema": {"labels": [{"name": "a"}, {"name": "b"}]}}))
+    return folder
+
+
+def test_predict_and_evaluate_refuse_a_folder_llkd_did_not_train(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llkd.models import student_path
+
+    encoder = student_path("minilm")  # a real HF encoder: it would load with a random head
+    assert main(["predict", "--model", str(encoder), "--text", "The Yankees won"]) == 2
+    assert "not a student trained by llkd (no llkd.json)" in one_line_error(capsys, "predict")
+    assert main(["evaluate", "--model", str(encoder), "--data", str(files["test"])]) == 2
+    assert "not a student trained by llkd" in one_line_error(capsys, "evaluate")
+    run = tmp_path / "run"
+    _fake_student(run / "model", llkd_json=True)
+    assert main(["predict", "--model", str(run), "--text", "x"]) == 2  # the run folder, not its model
+    assert f"did you mean {run / 'model'}?" in one_line_error(capsys, "predict")
+    assert main(["predict", "--model", str(tmp_path / "nothing"), "--text", "x"]) == 2
+    assert "no such folder" in one_line_error(capsys, "predict")
+
+
+def test_export_refuses_a_non_student_and_an_unsupported_opset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--model", str(_fake_student(tmp_path / "plain", llkd_json=False))]) == 2
+    assert "not a student trained by llkd" in one_line_error(capsys, "export")
+    student = _fake_student(tmp_path / "student", llkd_json=True)
+    assert main(["export", "--model", str(student), "--opset", "99"]) == 2
+    assert "--opset 99 is not supported; this torch exports opsets 7 to" in one_line_error(capsys, "export")
