@@ -4,14 +4,14 @@ For one (teacher, dataset) *cell*: the dataset's fixed test split (gold labels) 
 unlabeled pool (no labels) from :func:`llkd.bench.datasets.load_dataset`; the teacher's raw
 distributions for both, plus its answer on the content-free input ``"N/A"``, taken from the
 committed answer files, then the teacher cache, then the teacher itself (every answer goes into
-the cache, committed per batch, so a killed run resumes). On the test texts it reports
-accuracy, macro-F1 and expected calibration error (10 bins, max-probability confidence) of
-
-- the raw answers,
-- mean calibration: divided by the mean teacher distribution over the *pool* texts (no labels),
-- contextual calibration (Zhao et al. 2021): divided by the answer on ``"N/A"``,
-
-and the teacher's labelling speed on this machine (see :func:`measure_cell`).
+the cache, committed per batch, so a killed run resumes). On the test texts it reports, for
+every calibrator of :mod:`llkd.teacher.calibration` (``none`` = the raw answers; each fitted
+on the *pool* answers only, contextual on the answer to ``"N/A"``), accuracy, macro-F1,
+expected calibration error (10 bins, max-probability confidence) and the worst
+over-prediction ratio (predicted share / true share of the most over-predicted label), and the
+teacher's labelling speed on this machine (see :func:`measure_cell`).
+:func:`measure_cell_from_answers` scores a cell from the committed answer files alone, with no
+teacher at all.
 
 Results are kept in one JSON file keyed by ``teacher|dataset``; each run merges into it, so
 teachers can be run one at a time (or a cell rerun) and the markdown table is rebuilt from
@@ -34,12 +34,11 @@ import numpy as np
 from llkd.bench.answers import answers_file, lookup, read_answers
 from llkd.bench.datasets import DATASETS, load_dataset
 from llkd.evaluation.metrics import classification_report
-from llkd.teacher.calibration import CONTENT_FREE, expected_calibration_error, rescale
+from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, expected_calibration_error, fit_calibrator, over_prediction_ratio
 
 FORMAT = "llkd-bench-teachers/1"
 CONTENT_FREE_ID = "<content-free>"
-VARIANTS = ("raw", "mean", "contextual")
-VARIANT_TITLES = {"raw": "raw", "mean": "mean-cal.", "contextual": "contextual-cal."}
+VARIANTS = tuple(sorted(CALIBRATORS.names(), key=lambda n: n != "none"))  # none first: the raw answers
 NOTES_MARKER = "<!-- Notes below this line are written by hand and kept when the table is regenerated. -->"
 
 
@@ -93,14 +92,17 @@ def _finite(x: float) -> float | None:
 
 
 def variant_scores(probs: np.ndarray, gold: np.ndarray, labels: list[str], bins: int = 10) -> dict[str, Any]:
-    """Accuracy, macro-F1, ECE, mean confidence and predicted-label counts of answered rows."""
+    """Accuracy, macro-F1, ECE, mean confidence, predicted-label counts and the worst
+    over-prediction ratio of answered rows."""
     ok = ~np.isnan(probs).any(axis=1)
     p, g = probs[ok], gold[ok]
     if not len(p):
-        return {"n": 0, "accuracy": None, "macro_f1": None, "ece": None, "mean_confidence": None, "predicted": [0] * len(labels)}
+        return {"n": 0, "accuracy": None, "macro_f1": None, "ece": None, "mean_confidence": None, "predicted": [0] * len(labels),
+                "over_prediction": None, "over_predicted": None}
     pred = p.argmax(axis=1)
     rep = classification_report(g.tolist(), pred.tolist(), labels)
     conf = p.max(axis=1)
+    over, worst = over_prediction_ratio(pred, g, len(labels))
     return {
         "n": int(len(p)),
         "accuracy": _finite(rep.accuracy),
@@ -108,29 +110,27 @@ def variant_scores(probs: np.ndarray, gold: np.ndarray, labels: list[str], bins:
         "ece": _finite(expected_calibration_error(conf, (pred == g).astype(np.float64), bins)),
         "mean_confidence": _finite(conf.mean()),
         "predicted": np.bincount(pred, minlength=len(labels)).tolist(),
+        "over_prediction": _finite(over),  # None: a label predicted that never occurs in gold
+        "over_predicted": labels[worst],
         "f1": rep.f1,
     }
 
 
 def score_cell(test_probs: np.ndarray, gold: Sequence[int], pool_probs: np.ndarray, content_free: np.ndarray | None,
                labels: list[str], bins: int = 10) -> dict[str, Any]:
-    """The three variants of one cell from raw answers (pure numpy; no teacher)."""
+    """Every calibrator of one cell from raw answers (pure numpy; no teacher): fitted on the
+    pool answers (and the content-free answer), applied to the test answers. A calibrator
+    that cannot be fitted (no pool answer, no content-free answer) scores None."""
     gold = np.asarray(gold)
-    answered_pool = pool_probs[~np.isnan(pool_probs).any(axis=1)]
     out: dict[str, Any] = {}
-    out["raw"] = variant_scores(test_probs, gold, labels, bins)
-    if len(answered_pool):
-        reference = answered_pool.mean(axis=0)
-        out["mean"] = variant_scores(rescale(test_probs, reference), gold, labels, bins)
-        out["mean"]["reference"] = [round(float(v), 5) for v in reference]
-        out["mean"]["reference_texts"] = int(len(answered_pool))
-    else:
-        out["mean"] = None
-    if content_free is not None and np.isfinite(content_free).all():
-        out["contextual"] = variant_scores(rescale(test_probs, content_free), gold, labels, bins)
-        out["contextual"]["reference"] = [round(float(v), 5) for v in content_free]
-    else:
-        out["contextual"] = None
+    for name in VARIANTS:
+        try:
+            calibrator = fit_calibrator(name, pool_probs, content_free)
+        except ValueError:
+            out[name] = None
+            continue
+        out[name] = variant_scores(calibrator.apply(test_probs), gold, labels, bins)
+        out[name]["calibrator"] = calibrator.state()
     majority = int(np.bincount(gold, minlength=len(labels)).argmax())
     maj = classification_report(gold.tolist(), [majority] * len(gold), labels)
     out["majority"] = {"label": labels[majority], "accuracy": _finite(maj.accuracy), "macro_f1": _finite(maj.macro_f1)}
@@ -257,6 +257,91 @@ def measure_cell(
     }
 
 
+def _content_free_from(cache: str | Path | None, identity: str, previous: dict[str, Any] | None) -> tuple[np.ndarray | None, str]:
+    """The teacher's answer on CONTENT_FREE without running it: (probs, where from)."""
+    from llkd.config import TeacherConfig
+    from llkd.teacher.cache import TeacherCache, text_hash
+
+    path = Path(cache) if cache else TeacherConfig().cache_path()
+    if path.exists():
+        with TeacherCache(path) as db:
+            hit = db.get_many(identity, [text_hash(CONTENT_FREE)]).get(text_hash(CONTENT_FREE))
+        if hit is not None:
+            return np.asarray(hit.probs, dtype=np.float64), "cache"
+    if previous and previous.get("identity") == identity and previous.get("content_free", {}).get("probs"):
+        return np.array([np.nan if v is None else v for v in previous["content_free"]["probs"]], dtype=np.float64), "earlier cell"
+    return None, "none"
+
+
+def measure_cell_from_answers(
+    teacher: str,
+    dataset: str,
+    *,
+    data_root: str | Path | None = None,
+    test_size: int = 500,
+    pool_size: int = 300,
+    split_seed: int = 0,
+    answers_dir: str | Path,
+    cache: str | Path | None = None,
+    previous: dict[str, Any] | None = None,
+    bins: int = 10,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """One cell from the committed answer file alone: no teacher is built or asked, so the
+    teacher identity is the file's. The content-free answer comes from the teacher cache, else
+    from ``previous`` (the cell already in the results file) when that was made by the same
+    identity, else contextual calibration is left out. Speed cannot be measured without the
+    teacher: ``previous``'s is carried over (same identity), marked ``carried_from``.
+    None when there is no answer file for the cell."""
+    started = time.time()
+    load_before = _load()
+    data = load_dataset(dataset, data_root, pool_size, test_size, split_seed)
+    schema = data.schema
+    c = schema.num_labels
+    path = answers_file(answers_dir, dataset, teacher)
+    header, answers = read_answers(path, schema)
+    if not answers:
+        log(f"{teacher} / {dataset}: no answer file {path}; cell left as it is")
+        return None
+    identity = str(header.get("identity", ""))
+    pool = lookup(answers, data.pool.ids, c)
+    test = lookup(answers, data.test.ids, c)
+    answered_pool = int((~np.isnan(pool).any(1)).sum())
+    answered_test = int((~np.isnan(test).any(1)).sum())
+    if answered_pool < len(data.pool) or answered_test < len(data.test):
+        log(f"{teacher} / {dataset}: {path} answers {answered_pool} of {len(data.pool)} pool and {answered_test} of "
+            f"{len(data.test)} test texts; scored on those")
+    content_free, cf_source = _content_free_from(cache, identity, previous)
+    if content_free is None:
+        log(f"{teacher} / {dataset}: no cached answer on {CONTENT_FREE!r} for this identity; contextual calibration left out")
+    same = bool(previous) and previous.get("identity") == identity and previous.get("speed", {}).get("samples_per_s") is not None
+    speed = dict(previous["speed"], carried_from=previous.get("date")) if same else {"samples_per_s": None, "source": "not measured (answers only)"}
+    return {
+        "teacher": teacher,
+        "dataset": dataset,
+        "identity": identity,
+        "labels": schema.names,
+        "test_size": len(data.test),
+        "pool_size": len(data.pool),
+        "test_answered": answered_test,
+        "pool_answered": answered_pool,
+        "split_seed": split_seed,
+        "test_digest": data.provenance["test_digest"],
+        "pool_digest": data.provenance["pool_digest"],
+        "content_free": {"text": CONTENT_FREE, "probs": None if content_free is None else [_finite(v) for v in content_free.tolist()],
+                         "source": cf_source},
+        "sources": {"answer_file": answered_pool + answered_test, "cache": int(cf_source == "cache"), "teacher": 0,
+                    "texts_incl_content_free": len(data.pool) + len(data.test) + 1},
+        "failures": 0,
+        "scores": score_cell(test, np.asarray(data.test.labels), pool, content_free, schema.names, bins),
+        "speed": speed,
+        "seconds": {"model_load": 0.0, "labelling": 0.0, "total": round(time.time() - started, 2)},
+        "load_avg": {"before": load_before, "after": _load()},
+        "date": datetime.date.today().isoformat(),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
 # -- the results file ----------------------------------------------------------------------
 def empty_results() -> dict[str, Any]:
     return {"format": FORMAT, "teachers": [], "datasets": [], "cells": {}, "runs": []}
@@ -294,14 +379,20 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def _pair(v: dict[str, Any] | None) -> str:
-    if not v or v.get("accuracy") is None:
-        return "–"
-    return f"{_pct(v['accuracy'])} / {_pct(v['macro_f1'])}"
+def variant(cell: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A cell's scores under one calibrator (cells written before the registry call ``none`` "raw")."""
+    scores = cell["scores"]
+    return scores.get(name) or (scores.get("raw") if name == "none" else None)
 
 
 def _ece(v: dict[str, Any] | None) -> str:
     return "–" if not v or v.get("ece") is None else f"{v['ece']:.3f}"
+
+
+def _over(v: dict[str, Any] | None) -> str:
+    if not v or "over_prediction" not in v or not v.get("n"):
+        return "–"
+    return "∞" if v["over_prediction"] is None else f"{v['over_prediction']:.2f}"
 
 
 def _speed(cell: dict[str, Any]) -> str:
@@ -309,20 +400,41 @@ def _speed(cell: dict[str, Any]) -> str:
     if s.get("samples_per_s") is None:
         return "–"
     mark = "" if s.get("source") == "labelling run" else " ᵗ"
+    mark += " ᵉ" if s.get("carried_from") else ""
     return f"{s['samples_per_s']:.2f}{mark}"
 
 
 def _best_variant(cell: dict[str, Any]) -> str:
-    best, name = -1.0, "raw"
+    best, name = -1.0, "none"
     for v in VARIANTS:
-        s = cell["scores"].get(v)
+        s = variant(cell, v)
         if s and s.get("macro_f1") is not None and s["macro_f1"] > best:
             best, name = s["macro_f1"], v
     return name
 
 
+def compare_calibrators(cells: Sequence[dict[str, Any]]) -> tuple[int, dict[str, dict[str, float | int]]]:
+    """Calibrators across the cells that score every one of them: (cells compared, name ->
+    mean macro-F1, cells where it is best (ties count for each), mean ECE, median and max worst
+    over-prediction ratio)."""
+    per_cell = [{v: variant(c, v) for v in VARIANTS} for c in cells]
+    full = [vs for vs in per_cell if all(s and s.get("macro_f1") is not None and "over_prediction" in s for s in vs.values())]
+    out: dict[str, dict[str, float | int]] = {}
+    for name in VARIANTS:
+        f1 = [vs[name]["macro_f1"] for vs in full]
+        ece = [vs[name]["ece"] for vs in full if vs[name]["ece"] is not None]
+        over = [math.inf if vs[name]["over_prediction"] is None else vs[name]["over_prediction"] for vs in full]
+        wins = sum(1 for vs in full if vs[name]["macro_f1"] >= max(s["macro_f1"] for s in vs.values()) - 1e-12)
+        out[name] = {"mean_macro_f1": float(np.mean(f1)) if f1 else math.nan, "best_in": wins,
+                     "mean_ece": float(np.mean(ece)) if ece else math.nan,
+                     "median_over_prediction": float(np.median(over)) if over else math.nan,
+                     "max_over_prediction": float(np.max(over)) if over else math.nan}
+    return len(full), out
+
+
 def markdown(results: dict[str, Any], title: str = "Packaged teachers on the benchmark datasets") -> str:
-    """The teacher table as markdown: summary matrix, full table, commands, machine."""
+    """The teacher table as markdown: summary matrix, calibrator comparison, full table,
+    commands, machine."""
     cells = results["cells"]
     teachers = list(results["teachers"]) + sorted({c["teacher"] for c in cells.values()} - set(results["teachers"]))
     datasets = list(results["datasets"]) + sorted({c["dataset"] for c in cells.values()} - set(results["datasets"]))
@@ -330,13 +442,17 @@ def markdown(results: dict[str, Any], title: str = "Packaged teachers on the ben
     dates = sorted({r.get("date", "") for r in runs if r.get("date")}) or sorted({c.get("date", "") for c in cells.values()})
     lines = [f"# {title}", ""]
     lines.append(
-        "Zero-shot accuracy and macro-F1 (in %) of each packaged teacher on the fixed test split of each benchmark "
-        "dataset (`llkd.bench.datasets`, split seed "
+        "Zero-shot accuracy, macro-F1 (in %), ECE and worst over-prediction of each packaged teacher on the fixed test "
+        "split of each benchmark dataset (`llkd.bench.datasets`, split seed "
         f"{', '.join(str(x) for x in sorted({c['split_seed'] for c in cells.values()})) or 0}), scored by verbalizer likelihood as in "
-        "method.md section 1: raw, with **mean calibration** (divide by the mean teacher distribution over the "
-        "dataset's unlabeled pool texts: no labels used) and with **contextual calibration** (divide by the "
-        f"answer on the content-free input `{CONTENT_FREE}`). ECE: expected calibration error of the max-probability "
-        "confidence, 10 bins. Missing cells were not run."
+        "method.md section 1, raw (`none`) and under every calibrator of `llkd.teacher.calibration`, each fitted on the "
+        "dataset's unlabeled pool answers only (no labels) and applied to the test answers: **mean** (divide by the pool's "
+        f"mean teacher distribution), **contextual** (divide by the answer on the content-free input `{CONTENT_FREE}`), "
+        "**prior** (EM re-estimate of the pool's class prior, Saerens et al. 2002, from a uniform training prior) and "
+        "**balanced** (column scaling until the pool's mean calibrated distribution is uniform). ECE: expected "
+        "calibration error of the max-probability confidence, 10 bins. Worst over-prediction: predicted share / true "
+        "share of the test label predicted most out of proportion (1.00 = no label over-predicted). Missing cells were "
+        "not run."
     )
     lines.append("")
     if dates:
@@ -355,7 +471,7 @@ def markdown(results: dict[str, Any], title: str = "Packaged teachers on the ben
     lines.append("")
 
     # summary matrix
-    lines.append("## Macro-F1 (best calibration marked: r raw, m mean, c contextual)")
+    lines.append("## Macro-F1 (raw → best calibrator)")
     lines.append("")
     lines.append("| teacher | " + " | ".join(datasets) + " |")
     lines.append("|---|" + "---:|" * len(datasets))
@@ -367,7 +483,7 @@ def markdown(results: dict[str, Any], title: str = "Packaged teachers on the ben
                 row.append("not run")
                 continue
             b = _best_variant(cell)
-            row.append(f"{_pct(cell['scores']['raw']['macro_f1'])} → {_pct(cell['scores'][b]['macro_f1'])} {b[0]}")
+            row.append(f"{_pct(variant(cell, 'none')['macro_f1'])} → {_pct(variant(cell, b)['macro_f1'])} {b}")
         lines.append(f"| {t} | " + " | ".join(row) + " |")
     maj = []
     for d in datasets:
@@ -375,14 +491,32 @@ def markdown(results: dict[str, Any], title: str = "Packaged teachers on the ben
         maj.append("–" if cell is None else f"{_pct(cell['scores']['majority']['macro_f1'])} (acc {_pct(cell['scores']['majority']['accuracy'])})")
     lines.append("| majority class | " + " | ".join(maj) + " |")
     lines.append("")
-    lines.append("Each cell: raw macro-F1 → the best of raw / mean / contextual. The majority-class row predicts the most "
+    lines.append(f"Each cell: raw macro-F1 → the best of {' / '.join(VARIANTS)}. The majority-class row predicts the most "
                  "frequent test label (for reference; test sizes may differ between teachers, see below).")
     lines.append("")
 
+    # calibrators across the table
+    ordered = [cells[cell_key(t, d)] for t in teachers for d in datasets if cell_key(t, d) in cells]
+    n_full, comparison = compare_calibrators(ordered)
+    if n_full:
+        lines.append("## Calibrators across the table")
+        lines.append("")
+        lines.append("| calibrator | mean macro-F1 | best in | mean ECE | median worst over-prediction | max worst over-prediction |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for name, r in comparison.items():
+            lines.append(f"| {name} | {_pct(r['mean_macro_f1'])} | {r['best_in']} of {n_full} | {r['mean_ece']:.3f} | "
+                         f"{r['median_over_prediction']:.2f} | {r['max_over_prediction']:.2f} |")
+        lines.append("")
+        lines.append(f"Over the {n_full} cells that score every calibrator ({len(ordered) - n_full} left out: no content-free "
+                     "answer, or measured before every calibrator was scored); \"best in\" counts ties for each.")
+        lines.append("")
+
     # full table
+    group = " / ".join(VARIANTS)
     lines.append("## All numbers")
     lines.append("")
-    lines.append("| teacher | dataset | test n | pool n | raw acc / F1 | mean-cal. acc / F1 | contextual-cal. acc / F1 | ECE raw / mean / ctx | samples/s |")
+    lines.append(f"| teacher | dataset | test n | pool n | accuracy {group} | macro-F1 {group} | ECE {group} | "
+                 f"worst over-prediction {group} | samples/s |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for t in teachers:
         for d in datasets:
@@ -390,18 +524,20 @@ def markdown(results: dict[str, Any], title: str = "Packaged teachers on the ben
             if cell is None:
                 lines.append(f"| {t} | {d} | not run | | | | | | |")
                 continue
-            s = cell["scores"]
+            vs = [variant(cell, v) for v in VARIANTS]
             n_test = f"{cell['test_answered']}" + (f" of {cell['test_size']}" if cell["test_answered"] != cell["test_size"] else "")
-            ece = " / ".join(_ece(s.get(v)) for v in VARIANTS)
-            lines.append(f"| {t} | {d} | {n_test} | {cell['pool_answered']} | {_pair(s['raw'])} | {_pair(s.get('mean'))} | "
-                         f"{_pair(s.get('contextual'))} | {ece} | {_speed(cell)} |")
+            acc = " / ".join(_pct(v["accuracy"]) if v else "–" for v in vs)
+            f1 = " / ".join(_pct(v["macro_f1"]) if v else "–" for v in vs)
+            lines.append(f"| {t} | {d} | {n_test} | {cell['pool_answered']} | {acc} | {f1} | {' / '.join(_ece(v) for v in vs)} | "
+                         f"{' / '.join(_over(v) for v in vs)} | {_speed(cell)} |")
     lines.append("")
     lines.append(
         "samples/s: wall-clock texts per second of the teacher's scoring on this machine (batched, prompt-prefix KV "
         "reused), measured on texts the teacher really scored in the run that produced the cell — the labelling of "
         "the texts missing from the cache, when that was at least the timing minimum (32 texts by default), else "
-        "(marked ᵗ) a timed re-scoring of the first test texts after a warm-up text. The machine was shared, so "
-        "speeds are indicative, not peak."
+        "(marked ᵗ) a timed re-scoring of the first test texts after a warm-up text; ᵉ: carried over from an earlier "
+        "run of the same teacher identity (a run from the answer files alone does not run the teacher). The machine "
+        "was shared, so speeds are indicative, not peak."
     )
     lines.append("")
 
