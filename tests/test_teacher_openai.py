@@ -445,3 +445,16 @@ def test_labelling_survives_server_kill_and_restart(model_server: ServerProcess,
         assert all(forwarded[t] == 1 + lost[t] for t in HEADLINES) and sum(lost.values()) >= 1
         assert teacher.last_stats.retries == sum(lost.values()) and set(teacher.last_stats.retry_reasons) == {"http_502"}
         print(f"restart: {sum(lost.values())} requests lost to the dead server, {teacher.last_stats.retries} retries, {elapsed:.1f}s")
+
+
+@pytest.mark.timeout(60)
+def test_train_with_no_teacher_answer_is_a_one_line_error(stub: Callable[..., StubServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llkd.cli import main
+
+    server = stub(lambda body, _: completion(*["I cannot tell."] * body.get("n", 1)))  # never a label
+    args = _label_args(tmp_path, server.url, "--teacher-confidence", "vote", "--teacher-votes", "1", "--teacher-calibration", "none",
+                       "--student-output", str(tmp_path / "run"))
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("llkd train: error: no pool text got a teacher answer (3 failed; e.g. none of 1 sampled replies names a label")
+    assert "\n" not in err and not (tmp_path / "run").exists()  # nothing trained
