@@ -130,3 +130,70 @@ def test_freematch_uses_student_confidence_and_prediction():
     # g = 0.78, m = [0.795, 0.765] -> tau = [0.78, 0.78 * 0.765 / 0.795]
     assert sel.stats["student_threshold"] == pytest.approx([0.78, 0.78 * 0.765 / 0.795])
     assert sel.mask.tolist() == [True, False, False, True]
+
+
+# -- LLKD variants (method.md 8) -------------------------------------------------------------
+def test_label_uncertainty_picks_a_confident_student_that_disagrees():
+    from llkd.selection.thresholds import label_uncertainty
+
+    # teacher says class 0 for all; the student is sure of class 1 on row 0, of class 0 on row 1
+    probs = torch.tensor([[0.02, 0.98], [0.98, 0.02], [0.5, 0.5]])
+    u = label_uncertainty(probs, torch.tensor([0, 0, 0]))
+    assert torch.allclose(u, torch.tensor([0.98, 0.02, 0.5]))
+    # entropy calls rows 0 and 1 equally certain; label uncertainty separates them
+    teacher = [[0.9, 0.1]] * 3
+    paper = make("llkd-paper").select(batch(teacher, probs.tolist()))
+    variant = make("llkd", student_signal="label_uncertainty").select(batch(teacher, probs.tolist()))
+    assert paper.mask.tolist()[:2] == [False, False]
+    assert variant.mask.tolist() == [True, False, True]
+
+
+def test_llkd_paper_ignores_variant_options():
+    opts = {"student_signal": "label_uncertainty", "student_threshold": "batch", "class_balance": "selected_share", "min_per_step": 4}
+    a = make("llkd-paper", **opts)
+    b = make("llkd-paper")
+    for _ in range(3):
+        sa, sb = a.select(batch(TEACHER, STUDENT)), b.select(batch(TEACHER, STUDENT))
+        assert sa.mask.tolist() == sb.mask.tolist() and torch.allclose(sa.weights, sb.weights)
+
+
+def test_batch_student_threshold_does_not_lag():
+    """After a fall in uncertainty, the EMA threshold stays above every sample (nothing is
+    selected); the batch threshold follows the batch."""
+    teacher = [[0.9, 0.1], [0.1, 0.9]] * 2
+    high = [[0.5, 0.5]] * 4
+    low = [[0.9, 0.1], [0.1, 0.9], [0.85, 0.15], [0.15, 0.85]]
+    ema, now = make("llkd-paper", momentum=0.9), make("llkd", student_threshold="batch")
+    for sel in (ema, now):
+        sel.select(batch(teacher, high))
+    assert not ema.select(batch(teacher, low)).mask.any()
+    assert now.select(batch(teacher, low)).mask.any()
+
+
+def test_min_per_step_tops_up_with_the_best_scores():
+    from llkd.selection.thresholds import top_up
+
+    mask = torch.tensor([False, True, False, False])
+    score = torch.tensor([0.3, 0.9, 0.8, 0.1])
+    assert top_up(mask, score, 3).tolist() == [True, True, True, False]
+    assert top_up(mask, score, 1).tolist() == mask.tolist()
+    sel = make("llkd", min_per_step=3).select(batch(TEACHER, STUDENT))
+    assert int(sel.mask.sum()) >= 3 and sel.stats["topped_up"] >= 0
+
+
+def test_class_balance_downweights_the_dominant_class():
+    from llkd.selection.thresholds import balance_multipliers, update_class_share
+
+    share = update_class_share(torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([3.0, 1.0]), momentum=0.0)
+    assert torch.allclose(share, torch.tensor([0.75, 0.25], dtype=torch.float64))
+    assert torch.allclose(balance_multipliers(share), torch.tensor([2 / 3, 2.0], dtype=torch.float64))
+    # a step with no selection keeps the share
+    assert torch.equal(update_class_share(share, torch.zeros(2), 0.5), share)
+    # three class-0 rows and one class-1 row, all selected (min_per_step): class 1 weighs more
+    teacher = [[0.9, 0.1], [0.8, 0.2], [0.85, 0.15], [0.1, 0.9]]
+    student = [[0.5, 0.5]] * 4
+    sel = make("llkd", class_balance="selected_share", momentum=0.0, min_per_step=4, weighted=False).select(batch(teacher, student))
+    assert sel.mask.all()
+    assert sel.weights[3] > sel.weights[0] and sel.weights.mean() == pytest.approx(1.0)
+    state = make("llkd", class_balance="selected_share").state_dict()
+    assert "class_share" in state

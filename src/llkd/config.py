@@ -93,12 +93,16 @@ class TeacherConfig(_Section):
 
 
 class SelectionConfig(_Section):
-    selector: str = Field("llkd", description="Sample selector: llkd, all, soft, random, fixed, teacher_adaptive, student_adaptive, freematch.", json_schema_extra={"flag": "--selector"})
+    selector: str = Field("llkd", description="Sample selector: llkd, llkd-paper (the paper's rule, exactly), all, soft, random, fixed, teacher_adaptive, student_adaptive, freematch.", json_schema_extra={"flag": "--selector"})
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="EMA momentum lambda of the adaptive thresholds.")
     init: Literal["first_batch", "constant"] = Field("first_batch", description="Threshold initialisation: statistics of the first batch, or init_value.")
     init_value: float = Field(0.5, ge=0.0, le=1.0, description="Initial global and class levels when init=constant.")
     weighted: bool = Field(True, description="Weight the loss by teacher confidence x student uncertainty.")
     soft_targets: bool = Field(False, description="Train the selected samples towards the teacher's full distribution (soft cross-entropy) instead of its hard label; the soft selector always does.")
+    student_signal: Literal["entropy", "label_uncertainty"] = Field("entropy", description="LLKD student side: entropy of the student's distribution (paper), or its uncertainty about the teacher's label, 1 - p_student(pseudo-label), which stays high where a confident student disagrees with the teacher.")
+    student_threshold: Literal["ema", "batch"] = Field("ema", description="LLKD student threshold: ema (paper; lags behind a falling uncertainty), or batch (class-wise levels of the current batch, no lag).")
+    class_balance: Literal["none", "selected_share"] = Field("none", description="LLKD class-balance guard: selected_share reweights each selected sample by (1/C) / (EMA share of its pseudo-label class among selected samples), so one over-predicted class cannot dominate the gradient.")
+    min_per_step: int = Field(0, ge=0, description="LLKD floor: if fewer samples pass both thresholds, add the best-scoring (confidence x uncertainty) others up to this many per step.")
     fixed_threshold: float = Field(0.7, ge=0.0, le=1.0, description="fixed selector: global teacher-confidence threshold.")
     keep_rate: float = Field(0.25, gt=0.0, le=1.0, description="random selector: share of the pool kept (set to LLKD's data usage).")
 

@@ -13,29 +13,41 @@ from dataclasses import dataclass
 import numpy as np
 
 
+RARE = -1
+
+
 @dataclass(frozen=True)
 class NoiseSpec:
     mode: str  # "uniform": the new label is uniform over the other classes; "biased": always `target`
     rate: float  # share of answered pool rows flipped (biased: of the rows not already `target`)
-    target: int = 0  # biased mode: the class every flipped row is pushed to
+    target: int = 0  # biased mode: the class every flipped row is pushed to; RARE: the rarest gold class of the pool
 
     @property
     def tag(self) -> str:
         if self.mode == "biased":
-            return f"biased{self.target}-{self.rate:g}"
+            return f"biased{'rare' if self.target == RARE else self.target}-{self.rate:g}"
         return f"{self.mode}-{self.rate:g}"
 
     @classmethod
     def parse(cls, text: str) -> "NoiseSpec":
-        """``uniform:0.2``, ``biased:0.2`` or ``biased:0.2:3`` (target class index 3)."""
+        """``uniform:0.2``, ``biased:0.2``, ``biased:0.2:3`` (target class index 3) or
+        ``biased:0.2:rare`` (the pool's rarest class: a teacher that over-predicts a rare class)."""
         parts = text.split(":")
         if parts[0] not in ("uniform", "biased") or len(parts) not in (2, 3):
             raise ValueError(f"noise spec '{text}': expected uniform:RATE or biased:RATE[:CLASS]")
         rate = float(parts[1])
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"noise spec '{text}': rate must be in [0, 1]")
-        target = int(parts[2]) if len(parts) == 3 else 0
+        target = (RARE if parts[2] == "rare" else int(parts[2])) if len(parts) == 3 else 0
         return cls(parts[0], rate, target)
+
+    def resolved(self, pool_gold: np.ndarray, num_classes: int) -> "NoiseSpec":
+        """The spec with RARE replaced by the pool's rarest gold class (the benchmark builds
+        the stress case with gold labels; no method sees them)."""
+        if self.target != RARE:
+            return self
+        counts = np.bincount(np.asarray(pool_gold), minlength=num_classes)
+        return NoiseSpec(self.mode, self.rate, int(counts.argmin()))
 
 
 def inject_noise(probs: np.ndarray, spec: NoiseSpec, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

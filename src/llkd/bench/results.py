@@ -102,10 +102,13 @@ def write_outputs(bench: Bench, command: str, started: float, wall_s: float) -> 
     md += sections
 
     # -- suite 2 and next checks ----------------------------------------------------------------
-    for suite, heading in (("sensitivity", "Threshold sensitivity (suite 2)"), ("noise", "Injected teacher noise")):
+    for suite, heading in (("sensitivity", "Threshold sensitivity (suite 2)"), ("variants", "LLKD variants (method.md 8; choose on dev macro-F1, never on test)"),
+                           ("noise", "Injected teacher noise")):
         if suite not in s.suites:
             continue
-        if suite == "sensitivity":
+        if suite == "variants":
+            srows = [r for r in rows if r["suite"] == "variants" or (r["suite"] == "baselines" and r["method"] in ("llkd", "all", "soft", "teacher_adaptive", "student_adaptive"))]
+        elif suite == "sensitivity":
             srows = [r for r in rows if r["suite"] == "sensitivity" or (r["suite"] == "baselines" and r["method"] in ("llkd", "teacher_adaptive", "student_adaptive"))]
         else:
             srows = [r for r in rows if r["suite"] == "noise" or (r["suite"] == "baselines" and r["method"] in s.noise_selectors)]

@@ -29,7 +29,34 @@ log = logging.getLogger(__name__)
 # "teacher" (zero-shot on the test split) and "supervised" (selector all on gold one-hot
 # labels) are the two references next to the selectors of suite 1.
 REFERENCES = ["teacher", "supervised"]
-SUITES = ["baselines", "sensitivity", "efficiency", "noise", "teacher_size"]
+SUITES = ["baselines", "sensitivity", "efficiency", "noise", "teacher_size", "variants"]
+
+# LLKD variants (method.md 8), each a SelectionConfig override; a variant name joins tags
+# with "+", e.g. "lu+batch+bal".
+VARIANT_TAGS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "lu": (("student_signal", "label_uncertainty"),),
+    "entropy": (("student_signal", "entropy"),),
+    "batch": (("student_threshold", "batch"),),
+    "ema": (("student_threshold", "ema"),),
+    "bal": (("class_balance", "selected_share"),),
+    "floor2": (("min_per_step", 2),),
+    "floor4": (("min_per_step", 4),),
+    "soft": (("soft_targets", True),),
+}
+DEFAULT_VARIANTS = ["lu", "batch", "lu+batch", "lu+batch+bal", "lu+batch+floor4", "lu+batch+bal+floor4", "lu+batch+soft"]
+
+
+def variant_methods(variants: list[str]) -> list[Method]:
+    """Suite "variants": the paper's rule and each named variant of the llkd selector."""
+    out = [Method("llkd-paper", "llkd-paper", suite="variants")]
+    for v in variants:
+        tags = v.split("+")
+        unknown = [t for t in tags if t not in VARIANT_TAGS]
+        if unknown:
+            raise ValueError(f"unknown LLKD variant tag(s) {unknown} in '{v}'; known: {', '.join(VARIANT_TAGS)}")
+        overrides = tuple(kv for t in tags for kv in VARIANT_TAGS[t])
+        out.append(Method(f"llkd+{v}", "llkd", overrides, suite="variants"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -67,8 +94,21 @@ def sensitivity_methods(momenta: list[float], init_values: list[float]) -> list[
     return out
 
 
+def selector_and_overrides(name: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """A selector name, or an LLKD variant written as in the variants suite (``llkd+lu+batch``)."""
+    if name.startswith("llkd+"):
+        m = variant_methods([name[len("llkd+"):]])[1]
+        return m.selector, m.selection
+    return name, ()
+
+
 def noise_methods(specs: list[NoiseSpec], selectors: list[str]) -> list[Method]:
-    return [Method(f"{s}/noise={spec.tag}", s, noise=spec, suite="noise") for spec in specs for s in selectors]
+    out = []
+    for spec in specs:
+        for name in selectors:
+            selector, overrides = selector_and_overrides(name)
+            out.append(Method(f"{name}/noise={spec.tag}", selector, overrides, noise=spec, suite="noise"))
+    return out
 
 
 @dataclass
@@ -103,6 +143,7 @@ class BenchSettings:
     init_values: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
     noise: list[str] = field(default_factory=lambda: ["uniform:0.2", "uniform:0.4", "biased:0.2"])
     noise_selectors: list[str] = field(default_factory=lambda: ["all", "fixed", "llkd"])
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     progress: bool = True
     resume: bool = True
     keep_models: bool = False
@@ -189,6 +230,9 @@ class Bench:
         if "sensitivity" in s.suites:
             have = {m.name for m in methods}
             methods += [m for m in sensitivity_methods(s.momenta, s.init_values) if m.name not in have]
+        if "variants" in s.suites:
+            have = {m.name for m in methods}
+            methods += [m for m in variant_methods(s.variants) if m.name not in have]
         if "noise" in s.suites:
             methods += noise_methods([NoiseSpec.parse(n) for n in s.noise], s.noise_selectors)
         return methods
@@ -255,7 +299,7 @@ class Bench:
         else:
             probs = pool
         if method.noise is not None:
-            probs, _ = inject_noise(probs, method.noise, seed=seed)
+            probs, _ = inject_noise(probs, method.noise.resolved(gold_pool, data.schema.num_labels), seed=seed)
         if method.selector == "random":
             usage = self._llkd_usage(data.name, teacher, seed)
             if usage is None:
@@ -293,7 +337,7 @@ class Bench:
             shutil.rmtree(result.model_dir, ignore_errors=True)
             (out / "checkpoint.pt").unlink(missing_ok=True)
         rec = {
-            **base, "accuracy": report.accuracy, "macro_f1": report.macro_f1, **result.summary(),
+            **base, "accuracy": report.accuracy, "macro_f1": report.macro_f1, **dev_scores, **result.summary(),
             "data_usage": result.data_usage, "keep_rate": selection.get("keep_rate"),
             "train_s": meter.seconds, "peak_rss_mb": meter.peak_rss_mb, "peak_gpu_mb": meter.peak_gpu_mb,
             "eval_s": emeter.seconds, "wall_s": time.perf_counter() - t0, "pool_label_acc": pool_label_acc,

@@ -62,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momenta", default="0.5,0.9,0.99", help="Sensitivity suite: momentum grid.")
     p.add_argument("--init-values", default="0.3,0.5,0.7", help="Sensitivity suite: constant threshold initial values (vs first_batch).")
     p.add_argument("--noise", default="uniform:0.2,uniform:0.4,biased:0.2", help="Noise suite: specs uniform:RATE or biased:RATE[:CLASS].")
-    p.add_argument("--noise-selectors", default="all,fixed,llkd", help="Noise suite: selectors trained on the noisy teacher.")
+    p.add_argument("--noise-selectors", default="all,fixed,llkd", help="Noise suite: selectors (or LLKD variants such as llkd+lu+batch) trained on the noisy teacher.")
+    p.add_argument("--variants", default=None, help="Variants suite: comma list of LLKD variants, tags joined by '+' (lu, batch, bal, floor2, floor4, soft, entropy, ema); default: the built-in grid.")
     p.add_argument("--output", type=Path, default=Path("runs/bench"), help="Output folder.")
     p.add_argument("--no-resume", action="store_true", help="Rerun runs whose record.json exists with the same settings.")
     p.add_argument("--keep-models", action="store_true", help="Keep every trained student (default: delete after evaluation).")
@@ -92,7 +93,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
             raise ConfigError(f"--seeds must be a count or a comma list of integers, not {args.seeds!r}") from None
         if not seeds:
             raise ConfigError("--seeds names no seed")
-    from llkd.bench.runner import REFERENCES
+    from llkd.bench.runner import DEFAULT_VARIANTS, REFERENCES
     from llkd.selection.selectors import SELECTORS
 
     methods = _csv(args.methods)
@@ -131,6 +132,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
         init_values=[float(x) for x in _csv(args.init_values)],
         noise=_csv(args.noise),
         noise_selectors=_csv(args.noise_selectors),
+        variants=_csv(args.variants) if args.variants else list(DEFAULT_VARIANTS),
         progress=not args.no_progress,
         resume=not args.no_resume,
         keep_models=args.keep_models,

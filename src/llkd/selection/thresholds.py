@@ -22,6 +22,12 @@ def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
     return (-(probs * p.log()).sum(dim=-1) / math.log(c)).clamp(0.0, 1.0)
 
 
+def label_uncertainty(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1 - p(y_hat): the student's uncertainty about the teacher's label, in [0, 1]. Unlike
+    entropy it is high for a confident student that disagrees with the teacher."""
+    return (1.0 - probs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)).clamp(0.0, 1.0)
+
+
 def batch_sums(signal: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Sufficient statistics of a batch as one vector [sum, count, class sums (C), class counts (C)],
     so several processes can add theirs before the means are taken."""
@@ -72,6 +78,32 @@ def class_thresholds(global_level: float, class_level: torch.Tensor) -> torch.Te
 def above_threshold(signal: torch.Tensor, classes: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """Mask of samples whose signal reaches their class threshold."""
     return signal >= thresholds.to(signal.dtype)[classes]
+
+
+def top_up(mask: torch.Tensor, score: torch.Tensor, floor: int) -> torch.Tensor:
+    """Add the highest-scoring unselected samples until at least ``floor`` are selected."""
+    missing = min(floor, len(mask)) - int(mask.sum())
+    if missing <= 0:
+        return mask
+    candidates = torch.where(mask, torch.full_like(score, -math.inf, dtype=torch.float64), score.double())
+    out = mask.clone()
+    out[torch.topk(candidates, missing).indices] = True
+    return out
+
+
+def update_class_share(share: torch.Tensor, counts: torch.Tensor, momentum: float) -> torch.Tensor:
+    """EMA of each class's share among the selected samples; a step with none keeps the share."""
+    total = float(counts.sum())
+    if total <= 0:
+        return share
+    return momentum * share + (1.0 - momentum) * counts.double() / total
+
+
+def balance_multipliers(share: torch.Tensor, lo: float = 0.1, hi: float = 10.0) -> torch.Tensor:
+    """(1/C) / share(y), clipped: a class that takes more than its even share of the selected
+    samples weighs less, one that takes less weighs more."""
+    c = share.numel()
+    return ((1.0 / c) / share.clamp_min(1e-6)).clamp(lo, hi)
 
 
 def loss_weights(mask: torch.Tensor, *signals: torch.Tensor) -> torch.Tensor:

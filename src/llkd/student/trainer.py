@@ -234,9 +234,11 @@ class StudentTrainer:
             trainable.train()
             batch.student_probs = torch.softmax(logits, dim=-1).cpu()
         selection = selector.select(batch) if len(batch_rows) else None
-        self._last_stats = selection.stats if selection is not None else {}
+        self._last_stats = dict(selection.stats) if selection is not None else {}
         mask = selection.mask if selection is not None else torch.zeros(0, dtype=torch.bool)
         n_sel = int(mask.sum())
+        # per pseudo-label class: the early warning of a collapse onto one class
+        self._last_stats["selected_per_class"] = torch.bincount(batch.pseudo_labels[mask], minlength=self.schema.num_labels).tolist() if n_sel else [0] * self.schema.num_labels
         state["seen"] += len(batch_rows)
         if n_sel == 0 and acc.num_processes == 1:
             return float("nan"), 0  # empty S_t: no update this step
