@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from llkd.config import add_config_flags, config_from_args
+from llkd.data.errors import DataError
+from llkd.data.export import answer_rows, export_format, write_answers
 from llkd.pipeline import load_schema, load_split, pseudo_label
 
 HELP = "Pseudo-label texts with the teacher; answers are cached on disk, so a re-run asks only for missing texts."
@@ -14,13 +15,19 @@ HELP = "Pseudo-label texts with the teacher; answers are cached on disk, so a re
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["pool", "test", "dev"], default="pool", help="Which data file to label.")
-    p.add_argument("--export", type=Path, help="Also write the answers for these texts to .jsonl or .parquet.")
+    p.add_argument("--export", type=Path, help="Also write the answers for these texts: a .jsonl or .parquet file, or a folder (a path without "
+                   "a suffix) holding a Hugging Face Dataset written with save_to_disk (needs llkd[hf]).")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     add_config_flags(p, ("data", "teacher"))
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    if args.export:
+        try:
+            export_format(args.export)  # a bad --export costs nothing, not a teacher run
+        except DataError as e:
+            raise DataError(f"--export {e}") from e
     schema = load_schema(cfg.data)
     texts = load_split(cfg.data, args.split, schema)
     run_ = pseudo_label(cfg.teacher, schema, texts, progress=not args.no_progress)
@@ -30,24 +37,7 @@ def run(args: argparse.Namespace) -> int:
     for row, reason in list(res.failures.items())[:20]:
         print(f"  failed: id={texts.ids[row]}: {reason}")
     if args.export:
-        rows = [
-            {"id": texts.ids[i], "text": texts.texts[i],
-             "pseudo_label": schema.names[int(res.pseudo_labels[i])] if res.answered[i] else None,
-             "confidence": float(res.confidence[i]) if res.answered[i] else None,
-             "probs": res.probs[i].tolist() if res.answered[i] else None,
-             "method": res.methods[i] or None,
-             "failure": res.failures.get(i)}
-            for i in range(len(texts))
-        ]
-        args.export.parent.mkdir(parents=True, exist_ok=True)
-        if args.export.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(rows), args.export)
-        else:
-            with open(args.export, "w", encoding="utf-8") as f:
-                for r in rows:
-                    f.write(json.dumps(r) + "\n")
-        print(f"exported {len(rows)} answers to {args.export}")
+        rows = answer_rows(texts.ids, texts.texts, res.probs, schema.names, res.methods, res.failures)
+        fmt = write_answers(rows, args.export)
+        print(f"exported {len(rows)} answers to {args.export} ({fmt})")
     return 1 if res.failures else 0

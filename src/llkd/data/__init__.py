@@ -1,7 +1,7 @@
 """Data: label schemas and validated text sets."""
 
 from llkd.data.errors import DataError
-from llkd.data.loading import TextSet, from_records, load_texts
+from llkd.data.loading import TextSet, as_text_set, from_records, load_texts
 from llkd.data.schema import Label, LabelSchema
 
-__all__ = ["DataError", "Label", "LabelSchema", "TextSet", "from_records", "load_texts"]
+__all__ = ["DataError", "Label", "LabelSchema", "TextSet", "as_text_set", "from_records", "load_texts"]

@@ -1,8 +1,13 @@
-"""Read texts (and optional ids and gold labels) from CSV, TSV, JSONL, Parquet or records.
+"""Read texts (and optional ids and gold labels) from CSV, TSV, JSONL, Parquet, a Hugging Face
+dataset folder, or in-memory data (strings, records, a pandas DataFrame, a ``datasets.Dataset``).
 
 Every problem names the file, the row (1-based, data rows; for CSV/TSV/JSONL the line number
 too) and the column. All problems found are reported together, up to a limit, so a user can
 fix a file in one pass.
+
+A Hugging Face dataset is a folder written by ``Dataset.save_to_disk``; for a ``DatasetDict``
+folder name the split as ``folder:split`` (or give the split's subfolder, ``folder/split``).
+Reading one needs the optional ``datasets`` package (``pip install 'llkd[hf]'``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from llkd.data.errors import DataError
 from llkd.data.schema import LabelSchema
 
 MAX_REPORTED = 10
+HF_INSTALL = "pip install 'llkd[hf]'"
 
 
 @dataclass
@@ -48,12 +54,74 @@ def _decode(path: Path) -> str:
         raise DataError(f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); re-encode the file as UTF-8") from e
 
 
-def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+def require_datasets(why: str) -> Any:
+    """The ``datasets`` module, or a DataError that says how to install it (it is an optional,
+    heavy dependency)."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise DataError(f"{why} needs the Hugging Face `datasets` package: {HF_INSTALL}") from e
+    return datasets
+
+
+def is_dataset_folder(path: Path) -> bool:
+    """A folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    return path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists())
+
+
+def split_data_path(path: str | Path) -> tuple[Path, str | None]:
+    """``folder:split`` -> (folder, split) when ``folder`` is a dataset folder and the whole
+    string is not an existing path; any other path -> (path, None)."""
+    path = Path(path)
+    if path.exists():
+        return path, None
+    head, sep, split = str(path).rpartition(":")
+    if sep and split and "/" not in split and is_dataset_folder(Path(head)):
+        return Path(head), split
+    return path, None
+
+
+def dataset_rows(ds: Any) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    """Rows of a ``datasets.Dataset``; ClassLabel columns give their label names (the schema
+    speaks names, a Hub dataset stores integers), -1 (no label) gives None."""
+    rows = ds.to_list()
+    for name, feature in ds.features.items():
+        names = getattr(feature, "names", None)
+        if type(feature).__name__ == "ClassLabel" and names:
+            for row in rows:
+                v = row.get(name)
+                row[name] = names[v] if isinstance(v, int) and 0 <= v < len(names) else None
+    return rows, list(range(1, len(rows) + 1)), list(ds.column_names)
+
+
+def _read_dataset_folder(path: Path, split: str | None) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    datasets = require_datasets(f"{path}: reading a Hugging Face dataset folder")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"{path}: cannot load the dataset folder: {e}") from e
+    if isinstance(ds, datasets.DatasetDict):
+        splits = ", ".join(ds)
+        if split is None:
+            if len(ds) != 1:
+                raise DataError(f"{path}: a DatasetDict with splits {splits}; name one as {path}:SPLIT")
+            split = next(iter(ds))
+        if split not in ds:
+            raise DataError(f"{path}: no split '{split}'; splits are: {splits}")
+        ds = ds[split]
+    elif split is not None:
+        raise DataError(f"{path}: a single Dataset has no splits; drop ':{split}'")
+    return dataset_rows(ds)
+
+
+def _read_rows(path: Path, split: str | None = None) -> tuple[list[dict[str, Any]], list[int], list[str]]:
     """(rows, line number of each row, column names)."""
+    if is_dataset_folder(path):
+        return _read_dataset_folder(path, split)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, but not a Hugging Face dataset (no state.json or dataset_dict.json from save_to_disk)")
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: a folder, not a data file (.csv, .tsv, .jsonl or .parquet)")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow as pa
@@ -92,7 +160,7 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[int], list[str]]:
             rows.append(row)
             lines.append(reader.line_num)
         return rows, lines, list(reader.fieldnames or [])
-    raise DataError(f"{path}: unsupported format '{suffix}' (use .csv, .tsv, .jsonl or .parquet)")
+    raise DataError(f"{path}: unsupported format '{suffix}' (use .csv, .tsv, .jsonl, .parquet or a save_to_disk folder)")
 
 
 def load_texts(
@@ -103,10 +171,47 @@ def load_texts(
     schema: LabelSchema | None = None,
     require_labels: bool = False,
 ) -> TextSet:
-    """Load a file. Gold labels are read when a schema is given and ``label_column`` exists."""
-    path = Path(path)
-    rows, lines, columns = _read_rows(path)
-    return from_records(rows, text_column, id_column, label_column, schema, require_labels, source=str(path), lines=lines, columns=columns)
+    """Load a file or dataset folder (``folder:split`` for a DatasetDict). Gold labels are read
+    when a schema is given and ``label_column`` exists."""
+    folder, split = split_data_path(path)
+    rows, lines, columns = _read_rows(folder, split)
+    source = f"{folder}:{split}" if split else str(folder)
+    return from_records(rows, text_column, id_column, label_column, schema, require_labels, source=source, lines=lines, columns=columns)
+
+
+def as_text_set(
+    data: Any,
+    text_column: str = "text",
+    id_column: str | None = None,
+    label_column: str | None = "label",
+    schema: LabelSchema | None = None,
+    require_labels: bool = False,
+) -> TextSet:
+    """Whatever a user holds, as a validated TextSet: a TextSet, a path (file or dataset folder),
+    a list of strings, a list of records, a pandas DataFrame or a ``datasets.Dataset``."""
+    if isinstance(data, TextSet):
+        if require_labels and data.labels is None:
+            raise DataError(f"{data.source or 'texts'}: gold labels are needed")
+        return data
+    if isinstance(data, (str, Path)):
+        return load_texts(data, text_column, id_column, label_column, schema, require_labels)
+    kind = type(data).__module__.split(".")[0]
+    if kind == "datasets":
+        if not hasattr(data, "features"):  # a DatasetDict: which split is not ours to guess
+            raise DataError(f"a DatasetDict with splits {', '.join(data)}; pass one split, e.g. dd['train']")
+        rows, lines, columns = dataset_rows(data)
+        return from_records(rows, text_column, id_column, label_column, schema, require_labels, source="Dataset", lines=lines, columns=columns)
+    if kind == "pandas" and hasattr(data, "to_dict"):
+        if not hasattr(data, "columns"):  # a Series: the texts themselves
+            data = data.to_frame(text_column)
+        columns = [str(c) for c in data.columns]
+        return from_records(data.to_dict("records"), text_column, id_column, label_column, schema, require_labels, source="DataFrame", columns=columns)
+    if isinstance(data, Sequence) or hasattr(data, "__iter__"):
+        items = list(data)
+        if items and all(isinstance(t, str) for t in items):
+            return from_records([{text_column: t} for t in items], text_column, None, None, schema, require_labels, source="texts")
+        return from_records(items, text_column, id_column, label_column, schema, require_labels, source="records")
+    raise DataError(f"cannot read texts from {type(data).__name__}: pass a list of strings, records, a DataFrame, a datasets.Dataset or a path")
 
 
 def from_records(
