@@ -23,20 +23,25 @@ def test_naive_answers_use_the_shared_reply_parser(agnews_schema) -> None:
     assert label_from_reply(agnews_schema, "worldwide sportswear") is None  # whole words only
 
 
-def test_matmul_peak_is_positive() -> None:
-    peak = matmul_peak_gflops(size=128, reps=2)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_peak_is_positive(dtype: str) -> None:
+    peak = matmul_peak_gflops(size=128, reps=2, dtype=dtype)
     assert peak["best_gflops"] >= peak["median_gflops"] > 0
-    assert peak["threads"] >= 1
+    assert peak["threads"] >= 1 and peak["dtype"] == dtype
 
 
 @pytest.mark.timeout(600)
 def test_bench_teacher_fields_and_agreement(tmp_path) -> None:
     out = tmp_path / "bench.json"
+    # float32: (b) and (c) agree to ~1e-5 there; "auto" is bfloat16 on CPUs with native bf16,
+    # where the two summation orders differ by ~0.1 in the log-probs
     rc = main(["bench-teacher", "--texts", "6", "--batch-size", "4", "--peak-size", "256", "--no-progress",
-               "--teacher-device", "cpu", "--json", str(out)])
+               "--teacher-device", "cpu", "--teacher-dtype", "float32", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["texts"] == 6 and res["threads"] >= 1 and res["peak"]["gflops"] > 0
+    assert set(res["peaks"]) == {"float32", "bfloat16"} and all(p["gflops"] > 0 for p in res["peaks"].values())
+    assert res["peak"]["dtype"] == res["dtype"] and "flags:" in res["cpu"]
     assert res["params"]["non_embedding"] > 0
     assert set(res["methods"]) == {"naive", "reference", "llkd"}
     for m in res["methods"].values():
@@ -65,3 +70,29 @@ def test_bench_teacher_skips(tmp_path) -> None:
     assert rc == 0
     res = json.loads(out.read_text())
     assert set(res["methods"]) == {"llkd"} and res["speedup"] == {} and res["agreement"] == {}
+
+
+@pytest.mark.timeout(300)
+def test_bench_teacher_dtypes_side_by_side(tmp_path, capsys) -> None:
+    out = tmp_path / "dtypes.json"
+    rc = main(["bench-teacher", "--texts", "4", "--dtypes", "float32,bfloat16", "--rounds", "2", "--batch-size", "4",
+               "--peak-size", "128", "--no-progress", "--teacher-device", "cpu", "--json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "cpu: " in printed and "flags:" in printed and "bfloat16/float32 throughput:" in printed
+    assert "bfloat16 matmul peak" in printed and "float32 matmul peak" in printed
+    res = json.loads(out.read_text())
+    assert res["mode"] == "dtypes" and list(res["dtypes"]) == ["float32", "bfloat16"]
+    for m in res["dtypes"].values():
+        assert m["texts_per_s"] > 0 and len(m["seconds_per_round"]) == 2 and m["failed"] == 0 and 0 <= m["accuracy"] <= 1
+    c = res["comparison"]["bfloat16_vs_float32"]
+    assert c["compared"] == 4 and 0 <= c["agree"] <= 4 and c["throughput_ratio"] > 0
+    assert 0 < c["max_abs_prob_diff"] < 0.5  # bf16 moves the numbers a little, not the model
+    assert set(res["peaks"]) == {"float32", "bfloat16"}
+
+
+def test_bench_teacher_dtypes_needs_two_known_dtypes(capsys) -> None:
+    assert main(["bench-teacher", "--dtypes", "float32"]) == 2
+    assert "at least two dtypes" in capsys.readouterr().err
+    assert main(["bench-teacher", "--dtypes", "float32,bf16"]) == 2
+    assert "unknown dtype(s) bf16" in capsys.readouterr().err

@@ -14,7 +14,14 @@ different question (free generation) and can fail to name a label at all.
 
 Work is estimated as FLOPs ~= 2 x non-embedding parameters x tokens run through the
 transformer body (attention scores and the vocabulary projection left out), and compared with
-the fp32 matrix-multiply peak measured on the same machine in the same run.
+the matrix-multiply peak of the teacher's dtype measured on the same machine in the same run
+(fp32 and bf16 peaks are both measured: bf16 is fast only with native support, AVX512-BF16 or
+AMX, so the CPU flags are reported next to every speed).
+
+:func:`compare_dtypes` runs (c) with the same model loaded in several dtypes on the same texts,
+interleaved over rounds so drifting machine load hits every dtype alike, and reports each
+dtype's throughput, the ratio to the first dtype and how far the answers moved (agreement of
+predicted labels, max |prob diff|).
 """
 
 from __future__ import annotations
@@ -29,8 +36,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from llkd.hardware import DTYPES, cpu_flags, cpu_summary
+from llkd.teacher.base import TeacherAnswer
 from llkd.teacher.hf import HFTeacher
 from llkd.teacher.prompt import label_from_reply
+
+PEAK_DTYPES = ("float32", "bfloat16")
 
 # -- the machine ------------------------------------------------------------------------
 
@@ -40,13 +51,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak_gflops(size: int = 2048, reps: int = 5, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """fp32 ``torch.matmul`` throughput of a ``size x size`` product with torch's current
+def matmul_peak_gflops(size: int = 2048, reps: int = 5, device: torch.device | str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+    """``torch.matmul`` throughput of a ``size x size`` product in ``dtype`` with torch's current
     thread count: best and median GFLOP/s over ``reps`` timed products (after one warm-up)."""
     device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(size, size, generator=gen).to(device)
-    b = torch.randn(size, size, generator=gen).to(device)
+    a = torch.randn(size, size, generator=gen).to(device=device, dtype=DTYPES[dtype])
+    b = torch.randn(size, size, generator=gen).to(device=device, dtype=DTYPES[dtype])
     flop = 2.0 * size**3
     torch.matmul(a, b)
     _sync(device)
@@ -56,8 +67,19 @@ def matmul_peak_gflops(size: int = 2048, reps: int = 5, device: torch.device | s
         torch.matmul(a, b)
         _sync(device)
         rates.append(flop / (time.perf_counter() - t0) / 1e9)
-    return {"size": size, "reps": reps, "threads": torch.get_num_threads(), "device": str(device),
+    return {"size": size, "reps": reps, "threads": torch.get_num_threads(), "device": str(device), "dtype": dtype,
             "best_gflops": max(rates), "median_gflops": statistics.median(rates)}
+
+
+def matmul_peaks(dtypes: Sequence[str], size: int, reps: int, device: torch.device | str) -> dict[str, dict[str, Any]]:
+    """:func:`matmul_peak_gflops` for each dtype."""
+    return {d: matmul_peak_gflops(size, reps, device, d) for d in dtypes}
+
+
+def _merge_peaks(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per dtype: the better of the measurements before and after the timed work (the machine
+    may be busier at one of them), with both kept."""
+    return {d: {"gflops": max(before[d]["best_gflops"], after[d]["best_gflops"]), "before": before[d], "after": after[d]} for d in before}
 
 
 def model_size(model: torch.nn.Module) -> dict[str, int]:
@@ -189,10 +211,9 @@ def fast_work(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> tupl
     return tokens, real, head
 
 
-def run_fast(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> MethodRun:
-    """(c): :meth:`HFTeacher.score` on all texts at once, the shared prefix computed inside the
-    timed call (the cached prefix KV is dropped first)."""
-    run = MethodRun("llkd")
+def timed_score(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> tuple[float, np.ndarray]:
+    """(seconds, probs [N, C]; NaN rows for failures) of one :meth:`HFTeacher.score` call on
+    all texts, the shared prefix computed inside the timed call (its cached KV dropped first)."""
     old_batch = teacher.batch_size
     teacher.batch_size = batch_size
     teacher._prefix_kv = None
@@ -201,12 +222,25 @@ def run_fast(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> Metho
         t0 = time.perf_counter()
         answers = teacher.score(list(texts))
         _sync(teacher.device)
-        run.seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
     finally:
         teacher.batch_size = old_batch
-    for a in answers:
-        probs = getattr(a, "probs", None)
-        run.preds.append(int(np.argmax(probs)) if probs is not None else -1)
+    probs = np.full((len(texts), teacher.schema.num_labels), np.nan)
+    for i, a in enumerate(answers):
+        if isinstance(a, TeacherAnswer):
+            probs[i] = a.probs
+    return seconds, probs
+
+
+def _preds(probs: np.ndarray) -> list[int]:
+    return [int(np.argmax(p)) if not np.isnan(p).any() else -1 for p in probs]
+
+
+def run_fast(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> MethodRun:
+    """(c): :meth:`HFTeacher.score` on all texts at once (:func:`timed_score`)."""
+    run = MethodRun("llkd")
+    run.seconds, probs = timed_score(teacher, texts, batch_size)
+    run.preds = _preds(probs)
     run.tokens, run.real_tokens, run.head_positions = fast_work(teacher, texts, batch_size)
     # Summed label log-probs from the same batched path (untimed), to compare with (b).
     scores: list[list[float] | None] = [None] * len(texts)
@@ -260,8 +294,8 @@ def bench_teacher(
     size = model_size(teacher.model)
     hidden = int(getattr(teacher.model.config, "hidden_size", 0) or 0)
     load_before = _loadavg()
-    log(f"measuring fp32 matmul peak ({peak_size}x{peak_size}, {peak_reps} reps)")
-    peak_before = matmul_peak_gflops(peak_size, peak_reps, teacher.device)
+    log(f"measuring fp32 and bf16 matmul peaks ({peak_size}x{peak_size}, {peak_reps} reps)")
+    peaks_before = matmul_peaks(PEAK_DTYPES, peak_size, peak_reps, teacher.device)
 
     # Warm up once, untimed (first-call allocation, kernel selection): generate's prefill is a
     # full forward like (b)'s, so one of the two suffices; (c) runs its own batched path.
@@ -281,8 +315,9 @@ def bench_teacher(
         runs["reference"] = run_reference(teacher, texts, progress)
     log(f"(c) llkd score on {len(texts)} texts, batch size {batch_size}")
     runs["llkd"] = run_fast(teacher, texts, batch_size)
-    peak_after = matmul_peak_gflops(peak_size, peak_reps, teacher.device)
-    peak = max(peak_before["best_gflops"], peak_after["best_gflops"])
+    peaks = _merge_peaks(peaks_before, matmul_peaks(PEAK_DTYPES, peak_size, peak_reps, teacher.device))
+    peak_dtype = teacher.dtype if teacher.dtype in peaks else "float32"  # work is compared with its own dtype's peak
+    peak = peaks[peak_dtype]["gflops"]
 
     methods: dict[str, Any] = {}
     for key, r in runs.items():
@@ -343,7 +378,10 @@ def bench_teacher(
         "verbalizer_tokens": [len(v) for v in teacher.verbalizer_ids],
         "params": size,
         "hidden_size": hidden,
-        "peak": {"gflops": peak, "before": peak_before, "after": peak_after},
+        "cpu": cpu_summary(),
+        "cpu_flags": sorted(cpu_flags()),
+        "peak": peaks[peak_dtype] | {"dtype": peak_dtype},
+        "peaks": peaks,
         "loadavg": {"before": load_before, "after": _loadavg()},  # other work on the machine
         "methods": methods,
         "speedup": speedup,
@@ -352,15 +390,23 @@ def bench_teacher(
     }
 
 
+def _peak_lines(res: dict[str, Any]) -> list[str]:
+    lines = []
+    for dtype, pk in res["peaks"].items():
+        lines.append(f"{dtype} matmul peak ({pk['before']['size']}x{pk['before']['size']}, best of {pk['before']['reps']}): "
+                     f"{pk['before']['best_gflops']:.1f} GFLOP/s before, {pk['after']['best_gflops']:.1f} after -> peak {pk['gflops']:.1f} GFLOP/s")
+    return lines
+
+
 def format_report(res: dict[str, Any]) -> str:
     """The human-readable table of a :func:`bench_teacher` result."""
-    pk = res["peak"]
     lines = [
         f"teacher {res['model']} ({res['dtype']}, {res['device']}, {res['threads']} threads, torch {res['torch']}); "
         f"{res['texts']} texts; {res['params']['non_embedding'] / 1e6:.1f}M non-embedding params; "
         f"prompt prefix {res['prefix_tokens']} tokens",
-        f"fp32 matmul peak ({pk['before']['size']}x{pk['before']['size']}, best of {pk['before']['reps']}): "
-        f"{pk['before']['best_gflops']:.1f} GFLOP/s before, {pk['after']['best_gflops']:.1f} after -> peak {pk['gflops']:.1f} GFLOP/s",
+        f"cpu: {res['cpu']}",
+        *_peak_lines(res),
+        f"% peak is against the {res['peak']['dtype']} peak (the teacher's dtype)",
     ]
     la = res.get("loadavg") or {}
     if la.get("before") and la.get("after"):
@@ -404,4 +450,131 @@ def format_report(res: dict[str, Any]) -> str:
                      f"(a) generates up to {res['naive_max_new_tokens']} tokens")
     lines.append("GFLOP/s = 2 x non-embedding params x tokens run through the model body / time "
                  "(padding counted; '+head' adds the vocabulary projection where it runs)")
+    return "\n".join(lines)
+
+
+# -- one model, several dtypes ----------------------------------------------------------
+
+
+def compare_dtypes(
+    teachers: dict[str, HFTeacher],
+    texts: Sequence[str],
+    gold: Sequence[int] | None = None,
+    batch_size: int = 16,
+    rounds: int = 2,
+    peak_size: int = 2048,
+    peak_reps: int = 5,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """(c) with the same model in each dtype (``teachers``: dtype -> teacher, the first is the
+    reference) on the same texts. Rounds alternate the dtype order (ABBA...), each dtype's
+    best round counts; answers are compared with the reference dtype's."""
+    texts = list(texts)
+    dtypes = list(teachers)
+    first = teachers[dtypes[0]]
+    device = first.device
+    size = model_size(first.model)
+    load_before = _loadavg()
+    peak_dtypes = list(dict.fromkeys([*PEAK_DTYPES, *dtypes]))
+    log(f"measuring matmul peaks ({', '.join(peak_dtypes)}; {peak_size}x{peak_size}, {peak_reps} reps)")
+    peaks_before = matmul_peaks(peak_dtypes, peak_size, peak_reps, device)
+    for d in dtypes:  # warm-up, untimed: first-call allocation and kernel selection per dtype
+        timed_score(teachers[d], texts[:batch_size], batch_size)
+    seconds: dict[str, list[float]] = {d: [] for d in dtypes}
+    probs: dict[str, np.ndarray] = {}
+    for r in range(rounds):
+        for d in (dtypes if r % 2 == 0 else dtypes[::-1]):
+            log(f"round {r + 1}/{rounds}: {d} on {len(texts)} texts, batch size {batch_size}")
+            secs, p = timed_score(teachers[d], texts, batch_size)
+            seconds[d].append(secs)
+            probs[d] = p  # the same numbers every round (no sampling)
+    peaks = _merge_peaks(peaks_before, matmul_peaks(peak_dtypes, peak_size, peak_reps, device))
+    tokens, real, head = fast_work(first, texts, batch_size)
+    body_gflop = 2.0 * size["non_embedding"] * tokens / 1e9
+    per_dtype: dict[str, Any] = {}
+    for d in dtypes:
+        best = min(seconds[d])
+        preds = _preds(probs[d])
+        m: dict[str, Any] = {
+            "seconds": best,
+            "seconds_per_round": seconds[d],
+            "texts_per_s": len(texts) / best,
+            "gflops": body_gflop / best,
+            "fraction_of_peak": body_gflop / best / peaks[d]["gflops"],
+            "failed": int(np.isnan(probs[d]).any(axis=1).sum()),
+        }
+        if gold is not None:
+            m["accuracy"] = float(np.mean([p == g for p, g in zip(preds, gold)]))
+        per_dtype[d] = m
+    ref = dtypes[0]
+    comparison: dict[str, Any] = {}
+    for d in dtypes[1:]:
+        a, b = probs[ref], probs[d]
+        both = ~(np.isnan(a).any(axis=1) | np.isnan(b).any(axis=1))
+        same = [x == y for x, y in zip(_preds(a[both]), _preds(b[both]))]
+        diff = np.abs(a[both] - b[both])
+        comparison[f"{d}_vs_{ref}"] = {
+            "throughput_ratio": per_dtype[d]["texts_per_s"] / per_dtype[ref]["texts_per_s"],
+            "compared": int(both.sum()),
+            "agree": int(sum(same)),
+            "agreement": float(np.mean(same)) if same else float("nan"),
+            "max_abs_prob_diff": float(diff.max()) if diff.size else float("nan"),
+            "mean_abs_prob_diff": float(diff.mean()) if diff.size else float("nan"),
+        }
+    return {
+        "mode": "dtypes",
+        "model": first.model_name,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu_summary(),
+        "cpu_flags": sorted(cpu_flags()),
+        "torch": torch.__version__,
+        "texts": len(texts),
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "tokens_per_text": tokens / len(texts),
+        "params": size,
+        "peaks": peaks,
+        "loadavg": {"before": load_before, "after": _loadavg()},
+        "dtypes": per_dtype,
+        "comparison": comparison,
+        "preds": {d: _preds(probs[d]) for d in dtypes},
+    }
+
+
+def format_dtype_report(res: dict[str, Any]) -> str:
+    """The human-readable table of a :func:`compare_dtypes` result."""
+    lines = [
+        f"teacher {res['model']} ({res['device']}, {res['threads']} threads, torch {res['torch']}); {res['texts']} texts; "
+        f"llkd scoring (c), batch size {res['batch_size']}, best of {res['rounds']} interleaved rounds per dtype",
+        f"cpu: {res['cpu']}",
+        *_peak_lines(res),
+    ]
+    la = res.get("loadavg") or {}
+    if la.get("before") and la.get("after"):
+        lines.append(f"load average (1/5/15 min) {'/'.join(map(str, la['before']))} before, "
+                     f"{'/'.join(map(str, la['after']))} after ({res.get('cpu_count') or os.cpu_count()} CPUs)")
+    lines.append("")
+    has_acc = any("accuracy" in m for m in res["dtypes"].values())
+    header = ["dtype", "texts/s", "s (best)", "s per round", "GFLOP/s", "% own peak"] + (["accuracy"] if has_acc else [])
+    rows = [header]
+    for d, m in res["dtypes"].items():
+        row = [d, f"{m['texts_per_s']:.2f}", f"{m['seconds']:.1f}", " / ".join(f"{x:.1f}" for x in m["seconds_per_round"]),
+               f"{m['gflops']:.1f}", f"{100 * m['fraction_of_peak']:.1f}%"]
+        if has_acc:
+            row.append(f"{m['accuracy']:.4f}" if "accuracy" in m else "-")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    for key, c in res["comparison"].items():
+        d, ref = key.split("_vs_")
+        lines.append(f"{d}/{ref} throughput: {c['throughput_ratio']:.2f}x")
+        lines.append(f"{d} vs {ref}: predicted labels agree on {c['agree']} of {c['compared']} texts ({100 * c['agreement']:.1f}%); "
+                     f"max |prob diff| {c['max_abs_prob_diff']:.4f}, mean {c['mean_abs_prob_diff']:.5f}")
+    lines.append("GFLOP/s = 2 x non-embedding params x tokens run through the model body / time; % own peak: against the matmul peak of that dtype")
     return "\n".join(lines)
