@@ -4,7 +4,6 @@ the best baseline, plots, and results.md."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -12,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from llkd.evaluation.metrics import bootstrap_diff_ci
-from llkd.teacher.calibration import reliability_bins
+from llkd.evaluation.plots import plot_signal_vs_accuracy, plot_thresholds  # noqa: F401  (shared with the run report; results.py imports them from here)
 
 CSV_COLUMNS = [
     "dataset", "suite", "method", "selector", "kind", "teacher", "noise", "seed", "accuracy", "macro_f1",
@@ -216,70 +215,6 @@ def plot_f1_vs_data(rows: list[dict[str, Any]], path: Path) -> Path | None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_thresholds(steps_jsonl: Path, labels: list[str], path: Path) -> Path | None:
-    if not steps_jsonl.exists():
-        return None
-    rows = [json.loads(x) for x in steps_jsonl.read_text().splitlines() if x.strip()]
-    if not rows or "teacher_threshold" not in rows[0]:
-        return None
-    plt = _plt()
-    step = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for key, ax, title in (("teacher_threshold", axes[0], "teacher confidence threshold τ^T(y)"), ("student_threshold", axes[1], "student uncertainty threshold τ^S(y)")):
-        if key not in rows[0]:
-            ax.set_visible(False)
-            continue
-        values = np.asarray([r[key] for r in rows])
-        for k, name in enumerate(labels):
-            ax.plot(step, values[:, k], label=name, lw=1.2)
-        glob = key.replace("threshold", "global")
-        if glob in rows[0]:
-            ax.plot(step, [r[glob] for r in rows], "k--", lw=1, label="global")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    rate = np.asarray([r["selection_rate"] for r in rows])
-    w = max(1, len(rate) // 20)
-    axes[2].plot(step, rate, alpha=0.35, lw=1, label="per step")
-    axes[2].plot(step, np.convolve(rate, np.ones(w) / w, mode="same"), lw=1.6, label=f"moving mean ({w})")
-    axes[2].plot(step, [r["data_usage"] for r in rows], lw=1.2, label="data usage so far")
-    axes[2].set_title("selection rate", fontsize=10)
-    axes[2].set_xlabel("step")
-    axes[2].set_ylim(0, 1)
-    axes[2].legend(fontsize=7)
-    axes[2].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_signal_vs_accuracy(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, title: str, path: Path, bins: int = 10) -> Path | None:
-    """Paper Figure 2 analogue: accuracy per bin of a signal (teacher confidence, student
-    uncertainty), one line per dataset; marker size shows the bin's share of texts."""
-    if not series:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 4))
-    for k, (name, (signal, correct)) in enumerate(series.items()):
-        b = [x for x in reliability_bins(signal, correct, bins) if x[3] > 0]
-        xs = [(lo + hi) / 2 for lo, hi, _, _ in b]
-        ax.plot(xs, [a for _, _, a, _ in b], "-", color=f"C{k}", label=name, lw=1.2)
-        ax.scatter(xs, [a for _, _, a, _ in b], s=[8 + 300 * n / len(signal) for *_, n in b], color=f"C{k}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

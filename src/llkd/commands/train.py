@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from llkd.config import add_config_flags, config_from_args
 from llkd.data.errors import DataError
-from llkd.pipeline import evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
+from llkd.pipeline import calibrate_split, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
 from llkd.preflight import check_run
 
 HELP = "Train a student encoder on the teacher's pseudo-labels, selecting samples with the chosen selector (default: llkd)."
@@ -14,6 +16,8 @@ HELP = "Train a student encoder on the teacher's pseudo-labels, selecting sample
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    p.add_argument("--no-report", action="store_true", help="Skip report.md and its plots in the output folder (and the teacher's pass over the "
+                   "test split that gives the report its teacher-vs-student numbers; cached after the first run).")
     add_config_flags(p, ("data", "teacher", "selection", "student"))
 
 
@@ -39,8 +43,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"data usage {result.data_usage:.1%} of the pool; {result.gradient_samples} gradient samples in {result.optimizer_updates} updates over {result.steps} steps; "
           f"train {meter.seconds:.1f}s, peak {meter.peak_rss_mb:.0f} MB")
     if test is not None:
-        report, _, _ = evaluate_student(result.model_dir, test, cfg.student.max_length)
+        report, test_probs, _ = evaluate_student(result.model_dir, test, cfg.student.max_length)
         print(report.table())
         summary["test"] = report.as_dict()
+    if not args.no_report:
+        from llkd.evaluation.run_report import ScoredSplit, run_settings, write_run_report
+
+        scored = None
+        if test is not None:
+            # the teacher on the test split, calibrated as on the pool: its side of the report
+            t_test = calibrate_split(cfg.teacher, schema, test, teacher.calibrator, progress=not args.no_progress, desc="teacher[test]")
+            gold, ok = np.asarray(test.labels), t_test.labels.answered
+            scored = ScoredSplit(str(cfg.data.test), gold, test_probs, t_test.labels.probs)
+            summary["teacher_test"] = evaluate_probs(t_test.labels.probs[ok], list(gold[ok]), schema).as_dict()
+        path = write_run_report(cfg.student.output, schema, result, teacher.labels.probs, settings=run_settings(cfg, meter.seconds),
+                                pool_gold=pool.labels, test=scored, dev_size=len(dev) if dev is not None else None)
+        print(f"report written to {path}")
     write_json(cfg.student.output / "summary.json", summary)
     return 0
