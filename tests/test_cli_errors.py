@@ -78,6 +78,16 @@ def test_unavailable_cuda_is_named_before_the_teacher(files: dict[str, Path], no
     assert "student.device 'cuda:0': CUDA is not available on this machine" in one_line_error(capsys, "train")
 
 
+def test_label_rejects_bad_teacher_settings(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["label", "--data-pool", str(files["pool"]), "--data-labels", str(files["labels"]), "--teacher-cache", str(files["cache"])]
+    assert main(base + ["--teacher-backend", "gpt"]) == 2
+    assert "unknown teacher backend 'gpt'" in one_line_error(capsys, "label")
+    bad = files["pool"].with_name("bad_template.yaml")
+    bad.write_text("kind: chat\ninstruction: x\nbody: 'no text slot'\n")
+    assert main(base + ["--teacher-template", str(bad)]) == 2
+    assert "template body must contain {text}" in one_line_error(capsys, "label")
+
+
 @pytest.mark.parametrize("kind", ["folder", "truncated_parquet"])
 def test_unreadable_pool_is_one_line(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
     if kind == "folder":
@@ -127,3 +137,9 @@ def test_export_refuses_a_non_student_and_an_unsupported_opset(tmp_path: Path, c
     student = _fake_student(tmp_path / "student", llkd_json=True)
     assert main(["export", "--model", str(student), "--opset", "99"]) == 2
     assert "--opset 99 is not supported; this torch exports opsets 7 to" in one_line_error(capsys, "export")
+
+
+def test_label_export_with_an_unknown_suffix_is_refused_before_the_teacher(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["label", "--data-pool", str(files["pool"]), "--data-labels", str(files["labels"]), "--teacher-cache", str(files["cache"])]
+    assert main(args + ["--export", str(files["pool"].with_name("answers.xlsx"))]) == 2
+    assert "--export answers.xlsx" in one_line_error(capsys, "label")

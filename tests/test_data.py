@@ -132,3 +132,23 @@ def test_folder_and_truncated_parquet_are_data_errors(tmp_path):
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(DataError, match=r"d\.parquet: not a readable Parquet file"):
         load_texts(path)
+
+
+def test_answers_export_to_csv_reads_back(tmp_path):
+    """`label --export x.csv` writes CSV (it used to write JSONL under a .csv name)."""
+    import csv
+
+    import numpy as np
+
+    from llkd.data.export import answer_rows, write_answers
+
+    probs = np.array([[0.7, 0.3], [np.nan, np.nan]])
+    rows = answer_rows(["a", "b"], ["Stocks, rally", 'say "hi"'], probs, ["up", "down"], ["verbalizer", ""], {1: "timed out"})
+    path = tmp_path / "out" / "answers.csv"
+    assert write_answers(rows, path) == "csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        got = list(csv.DictReader(f))
+    assert [r["id"] for r in got] == ["a", "b"] and got[0]["text"] == "Stocks, rally" and got[1]["text"] == 'say "hi"'
+    assert got[0]["pseudo_label"] == "up" and json.loads(got[0]["probs"]) == [0.7, 0.3]
+    assert got[1]["pseudo_label"] == "" and got[1]["failure"] == "timed out"
+    assert load_texts(path, id_column="id").texts == ["Stocks, rally", 'say "hi"']  # usable as a pool

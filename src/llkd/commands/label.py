@@ -9,14 +9,15 @@ from llkd.config import add_config_flags, config_from_args
 from llkd.data.errors import DataError
 from llkd.data.export import answer_rows, export_format, write_answers
 from llkd.pipeline import load_schema, load_split, pseudo_label
+from llkd.preflight import check_teacher
 
 HELP = "Pseudo-label texts with the teacher; answers are cached on disk, so a re-run asks only for missing texts."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["pool", "test", "dev"], default="pool", help="Which data file to label.")
-    p.add_argument("--export", type=Path, help="Also write the answers for these texts: a .jsonl or .parquet file, or a folder (a path without "
-                   "a suffix) holding a Hugging Face Dataset written with save_to_disk (needs llkd[hf]).")
+    p.add_argument("--export", type=Path, help="Also write the answers for these texts: a .jsonl, .csv or .parquet file, or a folder (a path "
+                   "without a suffix) holding a Hugging Face Dataset written with save_to_disk (needs llkd[hf]).")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     add_config_flags(p, ("data", "teacher"))
 
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
             export_format(args.export)  # a bad --export costs nothing, not a teacher run
         except DataError as e:
             raise DataError(f"--export {e}") from e
+    check_teacher(cfg.teacher)  # backend, template, device: before the data and the model load
     schema = load_schema(cfg.data)
     texts = load_split(cfg.data, args.split, schema)
     run_ = pseudo_label(cfg.teacher, schema, texts, progress=not args.no_progress)

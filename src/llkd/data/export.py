@@ -1,9 +1,10 @@
-"""Write teacher answers (pseudo-labels) for a set of texts: JSONL, Parquet, or a Hugging Face
-dataset folder (``Dataset.save_to_disk``) that ``--data-pool`` and ``datasets.load_from_disk``
-read back."""
+"""Write teacher answers (pseudo-labels) for a set of texts: JSONL, CSV, Parquet, or a Hugging
+Face dataset folder (``Dataset.save_to_disk``) that ``--data-pool`` and ``datasets.load_from_disk``
+read back. CSV has no lists, so its ``probs`` column holds the JSON list as text."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,7 +36,7 @@ def answer_rows(ids: Sequence[str], texts: Sequence[str], probs: np.ndarray, nam
     return rows
 
 
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
 def export_format(path: str | Path) -> str:
@@ -46,7 +47,7 @@ def export_format(path: str | Path) -> str:
         return "dataset"
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{path.name}: unknown export format '{path.suffix}'; use .jsonl, .parquet, "
+        raise DataError(f"{path.name}: unknown export format '{path.suffix}'; use .jsonl, .csv, .parquet, "
                         "or a path without a suffix for a Hugging Face Dataset folder")
     return fmt
 
@@ -75,6 +76,12 @@ def write_answers(rows: list[dict[str, Any]], path: str | Path) -> str:
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), path)
+    elif fmt == "csv":
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(ANSWER_COLUMNS))
+            writer.writeheader()
+            for r in rows:  # None -> empty cell; the probs list as JSON text
+                writer.writerow({k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
     else:
         with open(path, "w", encoding="utf-8") as f:
             for r in rows:
