@@ -115,13 +115,17 @@ def _step_axis(ax: Any) -> None:
 
 def _threshold_panel(ax: Any, rows: list[dict[str, Any]], key: str, labels: list[str], title: str, ylabel: str) -> None:
     step = [r["step"] for r in rows]
-    values = np.asarray([r.get(key) or [np.nan] * len(labels) for r in rows], dtype=float)
-    glob = key.replace("threshold", "global")
-    if any(glob in r for r in rows):
-        # drawn first and wide: the top class's threshold equals it and is drawn on top
-        ax.plot(step, [r.get(glob, np.nan) for r in rows], "--", color="0.55", lw=2.4, label="global level")
-    for k, name in enumerate(labels):
-        ax.plot(step, values[:, k], label=name, lw=1.2, color=f"C{k % 10}")
+    raw = [r.get(key) for r in rows]
+    if all(v is None or np.isscalar(v) for v in raw):  # one threshold for every class (fixed selector)
+        ax.plot(step, [np.nan if v is None else v for v in raw], lw=1.4, color="C0", label="every class")
+    else:
+        values = np.asarray([v if v is not None and not np.isscalar(v) else [np.nan] * len(labels) for v in raw], dtype=float)
+        glob = key.replace("threshold", "global")
+        if any(glob in r for r in rows):
+            # drawn first and wide: the top class's threshold equals it and is drawn on top
+            ax.plot(step, [r.get(glob, np.nan) for r in rows], "--", color="0.55", lw=2.4, label="global level")
+        for k, name in enumerate(labels):
+            ax.plot(step, values[:, k], label=name, lw=1.2, color=f"C{k % 10}")
     ax.set_title(title, fontsize=10)
     _step_axis(ax)
     ax.set_ylabel(ylabel)

@@ -85,9 +85,10 @@ def collapse_warnings(names: list[str], pool_share: np.ndarray, late_share: np.n
 def run_settings(cfg: LLKDConfig, train_seconds: float | None = None) -> dict[str, str]:
     """The lines of a config a reader of the report needs to know what was run."""
     sel, stu = cfg.selection, cfg.student
+    changed = [f"{k} {v}" for k, v in sel.model_dump().items() if k != "selector" and v != type(sel).model_fields[k].default]
     out = {
         "teacher": f"`{cfg.teacher.model}` ({cfg.teacher.backend}, calibration {cfg.teacher.calibration})",
-        "selector": f"`{sel.selector}` (momentum {sel.momentum}, weighted loss {'on' if sel.weighted else 'off'}{', soft targets' if sel.soft_targets else ''})",
+        "selector": f"`{sel.selector}` ({', '.join(changed) if changed else 'default settings'})",
         "student": f"`{stu.model}`, {stu.mode}, {stu.resolved_epochs():g} epochs, batch {stu.batch_size}, max length {stu.max_length}, seed {stu.seed}",
     }
     if train_seconds is not None:

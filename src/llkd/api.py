@@ -1,0 +1,328 @@
+"""The Python API: a teacher that labels texts, a student trained on its answers, and the
+selection rule on plain arrays. ``llkd train`` runs the same pipeline functions underneath.
+
+    from llkd import Student, Teacher
+
+    teacher = Teacher("smollm2-135m", labels="labels.yaml")
+    answers = teacher.label(texts)                 # cached on disk: a re-run asks only for new texts
+    student = Student.train(texts, answers, mode="frozen")
+    student.predict(["The Yankees won the series"])
+    student.save("my-classifier")                  # a plain Hugging Face folder
+
+Texts can be a list of strings, a list of records, a pandas DataFrame or Series, a Hugging Face
+``datasets.Dataset``, or a path (CSV, TSV, JSONL, Parquet, ``save_to_disk`` folder). Labels are
+a list of names, the schema YAML's path, or a :class:`LabelSchema`.
+
+:func:`select` runs a selector (LLKD by default) over teacher and student probabilities you
+already have, cleanlab-style: arrays in, a mask and loss weights out.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from llkd.config import ConfigError, LLKDConfig, SelectionConfig, StudentConfig
+from llkd.data.errors import DataError
+from llkd.data.export import answer_rows, rows_to_dataset, write_answers
+from llkd.data.loading import TextSet, as_text_set
+from llkd.data.schema import LabelSchema
+from llkd.evaluation.metrics import ClassificationReport, classification_report
+from llkd.pipeline import calibrate_split, pseudo_label, student_probs, train_student
+
+LabelsLike = Union[LabelSchema, str, Path, Sequence[str], Mapping[str, Any]]
+
+__all__ = ["Student", "Teacher", "TeacherLabels", "as_schema", "select"]
+
+
+def as_schema(labels: LabelsLike) -> LabelSchema:
+    """A label schema from a schema, a YAML path, a list of names or a schema mapping."""
+    if isinstance(labels, LabelSchema):
+        return labels
+    if isinstance(labels, (str, Path)):
+        return LabelSchema.from_yaml(labels)
+    if isinstance(labels, Mapping):
+        return LabelSchema.from_dict(dict(labels))
+    names = list(labels)
+    if not all(isinstance(n, str) for n in names):
+        raise DataError("labels: pass label names (strings), a schema YAML path or a LabelSchema")
+    return LabelSchema.from_names(names)
+
+
+@dataclass
+class TeacherLabels:
+    """A teacher's answers for a set of texts: probabilities [N, C] (NaN rows: no answer),
+    aligned with ``texts``."""
+
+    texts: TextSet
+    schema: LabelSchema
+    probs: np.ndarray
+    methods: list[str]
+    failures: dict[int, str]  # row -> why the teacher gave no answer (a re-run retries it)
+    teacher: str  # the teacher's identity (model, template, backend)
+    calibrator: Any = None  # fitted on these texts; Teacher.label(..., calibrated_on=) reuses it
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def answered(self) -> np.ndarray:
+        return ~np.isnan(self.probs).any(axis=1)
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        """Pseudo-label index per text; -1 where the teacher gave no answer."""
+        return np.where(self.answered, np.nan_to_num(self.probs, nan=0.0).argmax(axis=1), -1)
+
+    @property
+    def labels(self) -> list[str | None]:
+        """Pseudo-label name per text; None where the teacher gave no answer."""
+        return [self.schema.names[i] if i >= 0 else None for i in self.label_ids]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """The teacher's top probability per text; NaN where it gave no answer."""
+        return np.where(self.answered, np.nan_to_num(self.probs, nan=0.0).max(axis=1), np.nan)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per text: id, text, pseudo_label, confidence, probs, method, failure."""
+        return answer_rows(self.texts.ids, self.texts.texts, self.probs, self.schema.names, self.methods, self.failures)
+
+    def to_dataset(self) -> Any:
+        """A Hugging Face ``datasets.Dataset`` of :meth:`to_records` (needs ``llkd[hf]``)."""
+        return rows_to_dataset(self.to_records())
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.to_records())
+
+    def save(self, path: str | Path) -> Path:
+        """A .jsonl or .parquet file, or (a path without a suffix) a ``save_to_disk`` folder."""
+        write_answers(self.to_records(), path)
+        return Path(path)
+
+
+class Teacher:
+    """An LLM that labels texts: a packaged short name (``smollm2-135m``), an HF folder or GGUF
+    file, or a model on an OpenAI-compatible server (``base_url=``). Answers are cached in
+    SQLite (``cache=``, default under ``~/.cache/llkd``), so labelling resumes after a kill
+    and a second call asks only for texts not answered yet. ``calibration`` (default: the
+    config's, ``balanced``) is fitted on the texts of each :meth:`label` call.
+
+    ``options`` are further teacher settings (``batch_size``, ``template``, ``device``,
+    ``dtype``, ``concurrency``, ...; see ``llkd label --help``)."""
+
+    def __init__(self, model: str = "smollm2-135m", *, labels: LabelsLike, base_url: str | None = None, backend: str | None = None,
+                 calibration: str | None = None, cache: str | Path | None = None, **options: Any) -> None:
+        self.schema = as_schema(labels)
+        given = {"base_url": base_url, "calibration": calibration, "cache": cache}  # None: the config's default
+        raw = {"model": model, "backend": backend or ("openai" if base_url else "hf"), **{k: v for k, v in given.items() if v is not None}, **options}
+        self.config = LLKDConfig.validated({"teacher": raw}, source="Teacher").teacher
+
+    def label(self, texts: Any, *, calibrated_on: TeacherLabels | None = None, text_column: str = "text", id_column: str | None = None,
+              progress: bool = True) -> TeacherLabels:
+        """The teacher's answers for ``texts``. Calibration (if any) is fitted on these texts,
+        or, with ``calibrated_on``, reuses the calibrator fitted on another call's texts (label
+        the pool first, then a test split ``calibrated_on=pool_answers``)."""
+        data = as_text_set(texts, text_column, id_column, schema=self.schema)
+        if calibrated_on is not None:
+            run = calibrate_split(self.config, self.schema, data, calibrated_on.calibrator, progress=progress)
+        else:
+            run = pseudo_label(self.config, self.schema, data, progress=progress)
+        res = run.labels
+        return TeacherLabels(data, self.schema, res.probs, list(res.methods), dict(res.failures), run.identity, run.calibrator)
+
+    def __repr__(self) -> str:
+        return f"Teacher({self.config.model!r}, backend={self.config.backend!r}, labels={self.schema.names})"
+
+
+def _teacher_probs(teacher: Any, n: int, schema: LabelSchema | None) -> np.ndarray:
+    """[N, C] probabilities from TeacherLabels, a PseudoLabels-like object (``.probs``), an
+    array, or hard pseudo-labels (names or indices; one-hot, so the teacher side of LLKD sees
+    confidence 1 everywhere)."""
+    arr = np.asarray(getattr(teacher, "probs", teacher))
+    if arr.ndim == 1:
+        if schema is None:
+            raise DataError("hard pseudo-labels need labels= (the label names)")
+        try:
+            ids = [schema.index(v) if isinstance(v, str) else int(v) for v in arr.tolist()]
+        except KeyError as e:
+            raise DataError(f"pseudo-label {e} is not in the label schema ({', '.join(schema.names)})") from e
+        arr = np.eye(schema.num_labels)[ids]
+    arr = arr.astype(np.float64)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise DataError(f"teacher answers have shape {arr.shape} for {n} texts")
+    return arr
+
+
+class Student:
+    """A trained student: a plain Hugging Face folder (safetensors, config with ``id2label``,
+    tokenizer) plus ``llkd.json``. Make one with :meth:`train` or :meth:`load`."""
+
+    def __init__(self, folder: str | Path, schema: LabelSchema, *, result: Any = None, config: LLKDConfig | None = None,
+                 pool: TextSet | None = None, teacher_probs: np.ndarray | None = None, train_seconds: float | None = None) -> None:
+        self.folder = Path(folder)
+        self.schema = schema
+        self.result = result  # TrainResult of the run that made it (None when loaded)
+        self.config = config
+        self._pool = pool
+        self._teacher_probs = teacher_probs
+        self.train_seconds = train_seconds
+
+    @property
+    def labels(self) -> list[str]:
+        return self.schema.names
+
+    @classmethod
+    def train(cls, texts: Any, teacher: Any, *, labels: LabelsLike | None = None, selector: str = "llkd", mode: str = "finetune",
+              model: str = "minilm", dev: Any = None, output: str | Path | None = None, text_column: str = "text",
+              id_column: str | None = None, label_column: str = "label", progress: bool = True, **options: Any) -> "Student":
+        """Train a student on ``texts`` with the teacher's answers (:class:`TeacherLabels`,
+        an [N, C] probability array, or hard pseudo-labels). ``mode``: ``finetune`` (encoder
+        and head) or ``frozen`` (encoder run once, embeddings cached, only the head trains:
+        seconds on a CPU). ``dev``: gold-labelled texts scored after each epoch.
+
+        ``options`` are selection settings (``momentum``, ``weighted``, ``soft_targets``, ...)
+        and student settings (``epochs``, ``batch_size``, ``lr``, ``max_length``, ``seed``, ...),
+        routed by name; ``llkd train --help`` documents each. ``output`` (default: a new
+        temporary folder) receives the model (``output/model``), the step log and checkpoints;
+        training there again resumes."""
+        schema = as_schema(labels) if labels is not None else getattr(teacher, "schema", None)
+        if schema is None:
+            raise DataError("labels= is needed (label names or the schema YAML) unless the teacher's answers carry them")
+        if texts is None and isinstance(teacher, TeacherLabels):
+            pool = teacher.texts
+        else:  # gold labels in the pool, if any, are read for the report's reliability only
+            pool = as_text_set(texts, text_column, id_column, label_column, schema=schema)
+        probs = _teacher_probs(teacher, len(pool), schema)
+        selection: dict[str, Any] = {"selector": selector}
+        student: dict[str, Any] = {"model": model, "mode": mode, "output": output or tempfile.mkdtemp(prefix="llkd-student-")}
+        for key, value in options.items():
+            if key in SelectionConfig.model_fields:
+                selection[key] = value
+            elif key in StudentConfig.model_fields:
+                student[key] = value
+            else:
+                raise ConfigError(f"Student.train: unknown option '{key}'; selection options: {', '.join(SelectionConfig.model_fields)}; "
+                                  f"student options: {', '.join(StudentConfig.model_fields)}")
+        cfg = LLKDConfig.validated({"selection": selection, "student": student}, source="Student.train")
+        dev_set = as_text_set(dev, text_column, id_column, label_column, schema, require_labels=True) if dev is not None else None
+        result, meter = train_student(cfg, schema, pool, probs, dev_set, progress=progress)
+        return cls(result.model_dir, schema, result=result, config=cfg, pool=pool, teacher_probs=probs, train_seconds=meter.seconds)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Student":
+        """A student saved by llkd (``Student.save``, ``llkd train``'s ``output/model``)."""
+        from llkd.student.model import METADATA
+
+        folder = Path(folder)
+        meta = folder / METADATA
+        if not (folder / "config.json").exists() or not meta.exists():
+            raise FileNotFoundError(f"{folder}: not a student saved by llkd (needs config.json and {METADATA})")
+        return cls(folder, LabelSchema.from_dict(json.loads(meta.read_text(encoding="utf-8"))["schema"], source=str(meta)))
+
+    def save(self, folder: str | Path) -> Path:
+        """Copy the model folder to ``folder`` (loads with :meth:`load`, or with plain
+        transformers: ``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)``)."""
+        folder = Path(folder)
+        if folder.resolve() != self.folder.resolve():
+            shutil.copytree(self.folder, folder, dirs_exist_ok=True)
+        return folder
+
+    def predict_proba(self, texts: Any, *, text_column: str = "text") -> np.ndarray:
+        """Class probabilities [N, C], columns in the order of :attr:`labels`."""
+        data = as_text_set(texts, text_column, label_column=None)
+        probs, _ = student_probs(self.folder, data.texts)
+        return probs
+
+    def predict(self, texts: Any, *, text_column: str = "text") -> list[str]:
+        """The predicted label name per text."""
+        return [self.schema.names[i] for i in self.predict_proba(texts, text_column=text_column).argmax(axis=1)]
+
+    def evaluate(self, data: Any, *, text_column: str = "text", label_column: str = "label") -> ClassificationReport:
+        """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix on
+        gold-labelled texts (a file, DataFrame, Dataset or records with a label column)."""
+        gold = as_text_set(data, text_column, None, label_column, self.schema, require_labels=True)
+        assert gold.labels is not None
+        probs, _ = student_probs(self.folder, gold.texts)
+        return classification_report(gold.labels, probs.argmax(axis=1), self.schema.names)
+
+    def write_report(self, test: Any = None, *, test_teacher: TeacherLabels | np.ndarray | None = None, text_column: str = "text",
+                     label_column: str = "label") -> Path:
+        """Write ``report.md`` and its plots next to the training run's step log (what
+        ``llkd train`` writes): selection over steps, the class mix of the selected samples,
+        dev history, and with gold-labelled ``test`` texts the per-class F1, confusion matrix and
+        reliability; ``test_teacher`` (the teacher's answers for ``test``) adds the teacher's side."""
+        from llkd.evaluation.run_report import ScoredSplit, run_settings, write_run_report
+
+        if self.result is None or self.config is None or self._teacher_probs is None:
+            raise RuntimeError("a report needs the training run: only a student made by Student.train in this session has one")
+        scored = None
+        if test is not None:
+            gold = as_text_set(test, text_column, None, label_column, self.schema, require_labels=True)
+            assert gold.labels is not None
+            teacher_probs = test_teacher.probs if isinstance(test_teacher, TeacherLabels) else test_teacher
+            scored = ScoredSplit(gold.source or "test", np.asarray(gold.labels), student_probs(self.folder, gold.texts)[0], teacher_probs)
+        pool_gold = self._pool.labels if self._pool is not None else None
+        return write_run_report(self.config.student.output, self.schema, self.result, self._teacher_probs,
+                                settings=run_settings(self.config, self.train_seconds), pool_gold=pool_gold, test=scored)
+
+    def __repr__(self) -> str:
+        return f"Student({str(self.folder)!r}, labels={self.labels})"
+
+
+def select(teacher_probs: Any, student_probs: Any = None, *, selector: str = "llkd", batch_size: int | None = None, seed: int = 0,
+           **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run a selector over arrays: which samples to train on, and with what loss weight.
+
+    ``teacher_probs`` [N, C] (rows with NaN: no teacher answer, never selected) and, for
+    selectors that look at the student (``llkd``, ``student_adaptive``, ``freematch``),
+    ``student_probs`` [N, C]. Samples are taken in order in batches of ``batch_size`` (default:
+    all N as one batch); adaptive thresholds start from the first batch and move by ``momentum``
+    per batch, as in training. ``options`` are selection settings (``momentum``, ``weighted``,
+    ``init``, ``fixed_threshold``, ``keep_rate``, ...).
+
+    Returns ``(mask, weights)``: mask [N] bool; weights [N] float, mean 1 over the selected
+    samples of each batch and 0 elsewhere."""
+    import torch
+
+    from llkd.selection.selectors import SelectionBatch, build_selector
+
+    t = np.asarray(teacher_probs, dtype=np.float64)
+    if t.ndim != 2 or t.shape[1] < 2:
+        raise ValueError(f"teacher_probs must be [N, C] with C >= 2, got shape {t.shape}")
+    s = None if student_probs is None else np.asarray(student_probs, dtype=np.float64)
+    if s is not None and s.shape != t.shape:
+        raise ValueError(f"student_probs has shape {s.shape}, teacher_probs {t.shape}")
+    cfg = LLKDConfig.validated({"selection": {"selector": selector, **options}}, source="select").selection
+    rows = np.flatnonzero(~np.isnan(t).any(axis=1))
+    mask = np.zeros(len(t), dtype=bool)
+    weights = np.zeros(len(t), dtype=np.float64)
+    if not len(rows):
+        return mask, weights
+    chooser = build_selector(cfg, t.shape[1], len(rows), seed)
+    if chooser.needs_student and s is None:
+        raise ValueError(f"selector '{selector}' needs student_probs")
+    size = batch_size or len(rows)
+    if size < 1:
+        raise ValueError("batch_size must be >= 1")
+    for start in range(0, len(rows), size):
+        idx = rows[start : start + size]
+        probs = torch.from_numpy(t[idx]).float()
+        batch = SelectionBatch(
+            indices=torch.arange(start, start + len(idx)),  # position among the answered rows (the random selector's keep set)
+            pseudo_labels=probs.argmax(dim=1),
+            teacher_probs=probs,
+            student_probs=None if s is None else torch.from_numpy(s[idx]).float(),
+        )
+        out = chooser.select(batch)
+        mask[idx] = out.mask.numpy()
+        weights[idx] = out.weights.numpy()
+    return mask, weights
