@@ -45,7 +45,7 @@ def reliability_diagram(panels: Mapping[str, Mapping[str, Any]], path: str | Pat
     perfect calibration; dots mark each bin's mean confidence (the gap to the bar top is the
     miscalibration ECE averages)."""
     names = list(panels)
-    fig = _figure(4.2 * len(names) + 0.4, 4.6)
+    fig = _figure(max(4.2 * len(names) + 0.4, 5.6), 4.9)
     axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
     for ax, name in zip(axes, names):
         panel = panels[name]
@@ -72,10 +72,12 @@ def reliability_diagram(panels: Mapping[str, Mapping[str, Any]], path: str | Pat
         ax.grid(axis="y", color="0.9", linewidth=0.8)
         ax.set_axisbelow(True)
     axes[0].set_ylabel("accuracy (bar numbers: texts in bin)", fontsize=9)
-    axes[0].legend(loc="upper left", fontsize=7.5, frameon=False)
+    # below the panels: a confident, accurate bin's bar reaches the top-left corner
+    handles, names_ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names_, loc="lower center", ncol=3, fontsize=7.5, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
