@@ -20,6 +20,7 @@ COMMANDS = [
     "teacher_report",
     "serve_teacher",
     "bench_teacher",
+    "bench_student",
     "bench",
     "bench_teachers",
 ]

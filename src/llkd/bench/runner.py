@@ -132,7 +132,7 @@ class BenchSettings:
     threads: int | None = None
     device: str = "auto"
     teacher_dtype: str = "auto"
-    calibration: str = "mean"  # none | mean (pool-mean reference, no gold used)
+    calibration: str = "balanced"  # llkd.teacher.calibration name, fitted on the pool (no gold used)
     split_seed: int = 0
     data_root: Path | None = None
     answers_dir: Path | None = None
@@ -251,10 +251,16 @@ class Bench:
             self.test_gold[name] = np.asarray(data.test.labels)
             self.say(f"[{name}] pool {len(data.pool)} (train side), test {len(data.test)}, dev {len(data.dev) if data.dev else 0} (train side, gold); split seed {s.split_seed}")
             for teacher in self.teacher_list():
-                answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype)
+                if all(m.kind == "supervised" for m in methods):
+                    # gold-label bound only: no teacher answers needed (none asked, none required)
+                    c = data.schema.num_labels
+                    answers = TeacherAnswers(teacher, np.full((len(data.pool), c), np.nan), np.full((len(data.test), c), np.nan))
+                    pool, test = answers.pool, answers.test
+                else:
+                    answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype)
+                    self.say(f"[{name}] teacher {teacher}: answers from {answers.source} in {answers.seconds:.1f}s")
+                    pool, test = calibrate(answers.pool, answers.test, s.calibration)
                 self.teachers[(name, teacher)] = answers
-                self.say(f"[{name}] teacher {teacher}: answers from {answers.source} in {answers.seconds:.1f}s")
-                pool, test = calibrate(answers.pool, answers.test, s.calibration)
                 for method in methods:
                     if teacher != self.teacher_list()[0] and method.suite != "baselines":
                         continue  # other teachers: the baseline table only

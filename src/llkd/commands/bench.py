@@ -31,6 +31,7 @@ def _csv(text: str) -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from llkd.bench.answers import PACKAGED
+    from llkd.config import TeacherConfig
 
     p.add_argument("--quick", action="store_true", help=f"Small CI run: {QUICK}; teacher answers from committed files only.")
     p.add_argument("--tier", choices=["finetune", "frozen"], default="finetune", help="Student tier: finetune (encoder trained; pool 300, 3 epochs, 3 seeds) or frozen (encoder frozen, cached embeddings; pool 2000, 20 epochs, 5 seeds).")
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda.")
     p.add_argument("--teacher", default="smollm2-135m", help="Teacher name(s), comma list; the teacher_size suite compares them, other suites use the first.")
     p.add_argument("--teacher-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Teacher weights dtype when a teacher has to run (auto: bfloat16 on a GPU or a CPU with native bf16).")
-    p.add_argument("--calibration", default="mean", choices=["balanced", "mean", "none", "prior"], help="Teacher calibration before selection, fitted on the pool and applied to both splits (llkd.teacher.calibration; contextual is not offered: the benchmark keeps no content-free answer).")
+    p.add_argument("--calibration", default=TeacherConfig.model_fields["calibration"].default, choices=["balanced", "mean", "none", "prior"], help="Teacher calibration before selection (default: the product's default teacher.calibration), fitted on the pool and applied to both splits (llkd.teacher.calibration; contextual is not offered: the benchmark keeps no content-free answer).")
     p.add_argument("--split-seed", type=int, default=0, help="Seed that fixes the pool/test splits.")
     p.add_argument("--data-root", type=Path, help="Shared data folder (default: $LLKD_DATA_ROOT or ../shared/data).")
     p.add_argument("--answers", type=Path, default=PACKAGED, help="Folder of committed teacher-answer files (<dataset>.<teacher>.jsonl.gz).")

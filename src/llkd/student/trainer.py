@@ -175,8 +175,12 @@ class StudentTrainer:
         log_file = open(log_path if acc.is_main_process else os.devnull, "a" if state["step"] else "w", encoding="utf-8")
         bar = tqdm(total=total_steps, initial=state["step"], desc=f"student[{self.selection_cfg.selector}]", unit="step", disable=not self.progress or not acc.is_main_process, dynamic_ncols=True)
         trainable.train()
+        threads = torch.get_num_threads()
         if frozen:
             model.backbone.eval()
+            # a [16, D] x [D, C] head: thread fan-out costs more than it saves, and on a busy
+            # machine spinning threads slow every step down many times over
+            torch.set_num_threads(1)
         try:
             while state["step"] < total_steps:
                 step = state["step"]
@@ -203,6 +207,7 @@ class StudentTrainer:
                 if not frozen or state["step"] % steps_per_epoch == 0:
                     log_file.flush()
         finally:
+            torch.set_num_threads(threads)
             bar.close()
             log_file.close()
         result = self._result(self.output / "model", state, n)
