@@ -1,5 +1,5 @@
 """The Python API end to end with the real packaged teacher (SmolLM2-135M) and student
-(MiniLM, frozen mode) on a slice of the demo data: the README's example as written, save and
+(MiniLM, frozen mode) on a slice of the demo data (32 pool texts): the README's example as written, save and
 load, every input kind, hard pseudo-labels, the run report; `llkd train` and `llkd label` on
 save_to_disk folders; and the selection rule on hand-made arrays."""
 
@@ -18,7 +18,8 @@ from llkd.cli import main
 REPO = Path(__file__).resolve().parents[1]
 DEMO_LINE = 'demo = files("llkd.resources") / "demo"'
 NAMES = ["World", "Sports", "Business", "Sci/Tech"]
-POOL, TEST, DEV = 40, 24, 12  # texts from the demo files
+POOL, TEST, DEV = 32, 16, 8  # texts from the demo files: whole teacher batches of 16
+STEPS = 2 * POOL // 8  # 2 epochs of batch 8
 
 
 def readme_example() -> str:
@@ -36,8 +37,15 @@ def _lines(path: Path, start: int, stop: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, demo_dir):
     """A slice of the demo folder, a fresh llkd cache (teacher answers, embeddings) and the
-    working directory, shared by this module's tests."""
+    working directory, shared by this module's tests. The packaged teacher's one-time GGUF ->
+    HF conversion stays in the usual cache (a minute of work, shared with the other tests)."""
+    from llkd.config import cache_dir
+
     root = tmp_path_factory.mktemp("api")
+    converted = cache_dir() / "hf"
+    converted.mkdir(parents=True, exist_ok=True)
+    (root / "cache").mkdir()
+    (root / "cache" / "hf").symlink_to(converted, target_is_directory=True)
     (root / "demo").mkdir()
     for name, rows in (("agnews_pool.jsonl", _lines(demo_dir / "agnews_pool.jsonl", 0, POOL)),
                        ("agnews_test.jsonl", _lines(demo_dir / "agnews_test.jsonl", 0, TEST))):
@@ -107,7 +115,7 @@ def test_train_on_hard_pseudo_labels_and_write_report(readme_run, workspace):
     pool = pd.DataFrame({"text": answers.texts.texts})
     student = Student.train(pool, answers.labels, labels=workspace / "demo" / "agnews_labels.yaml", selector="fixed",
                             fixed_threshold=0.5, mode="frozen", epochs=2, batch_size=8, output=workspace / "hard", progress=False)
-    assert student.result.steps == 10 and student.config.selection.fixed_threshold == 0.5
+    assert student.result.steps == STEPS and student.config.selection.fixed_threshold == 0.5
     path = student.write_report(workspace / "demo" / "agnews_test.jsonl", test_teacher=None)
     md = path.read_text()
     for name in re.findall(r"!\[[^\]]+\]\(([^)]+)\)", md):
@@ -148,7 +156,7 @@ def test_cli_train_on_dataset_folders_writes_the_report(readme_run, dataset_fold
         assert (out / name).stat().st_size > 5000
     assert f"{TEST} gold-labelled texts (`{root / 'dd'}:test`)" in md and "teacher (zero-shot)" in md
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["teacher_test"]["confusion"]) == 4 and summary["steps"] == 10
+    assert len(summary["teacher_test"]["confusion"]) == 4 and summary["steps"] == STEPS
 
 
 @pytest.mark.timeout(300)
