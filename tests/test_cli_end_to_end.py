@@ -75,6 +75,8 @@ def test_onnx_export_matches_torch(tiny, capsys):
     if not model_dir.exists():
         pytest.skip("needs the trained model from the previous test")
     assert main(["export", "--model", str(model_dir)]) == 0
+    elsewhere = tiny / "exports" / "not-yet" / "student.onnx"  # a missing folder is created
+    assert main(["export", "--model", str(model_dir), "--output", str(elsewhere)]) == 0 and elsewhere.stat().st_size > 0
     import onnxruntime as ort
     import torch
 
