@@ -51,7 +51,7 @@ def write_outputs(bench: Bench, command: str, started: float, wall_s: float) -> 
             "(their record.json); their train times are from that invocation, the wall time above is this one's."]
           if any(r.get("reused") for r in records) else []),
         f"- Mode: {'quick' if s.quick else 'full'}, student tier `{s.student_mode}`; suites: {', '.join(s.suites)}; seeds {s.seeds}; pool {s.pool_size}, test {s.test_size}, dev {s.dev_size} (gold, pool side, for choosing settings) per dataset (split seed {s.split_seed}).",
-        f"- Student `{s.student}` ({s.student_mode}, dtype {s.student_dtype}), {s.epochs:g} epoch(s), batch {s.batch_size}, encoder lr {s.lr:g}, head lr {s.head_lr:g}, max_length {s.max_length}; teacher calibration `{s.calibration}` (pool reference, no gold).",
+        f"- Student `{s.student}` ({s.student_mode}, dtype {s.student_dtype}), {s.epochs:g} epoch(s), batch {s.batch_size}, encoder lr {s.lr:g}, head lr {s.resolved_head_lr():g}, max_length {s.max_length}; teacher calibration `{s.calibration}` (pool reference, no gold).",
         f"- CPU: {cpu_summary()}.",
         "- Every student method: same student, optimiser, schedule, epochs and seeds; only the selector differs. "
         "`random` keeps LLKD's measured data usage of the same seed. `teacher` = zero-shot on the test split; `supervised` = selector `all` on gold labels (upper bound).",

@@ -124,7 +124,7 @@ class BenchSettings:
     max_length: int
     batch_size: int = 16
     lr: float = 1e-4
-    head_lr: float = 3e-3
+    head_lr: float | None = None  # None: the student config's default for the mode
     student_mode: str = "finetune"  # finetune | frozen (the fast tier)
     student_dtype: str = "auto"
     dev_size: int = 0
@@ -149,9 +149,15 @@ class BenchSettings:
     keep_models: bool = False
     quick: bool = False
 
+    def resolved_head_lr(self) -> float:
+        from llkd.config import StudentConfig
+
+        # resolved here, so a run fingerprint changes when the product default changes
+        return StudentConfig(mode=self.student_mode, head_lr=self.head_lr).resolved_head_lr()  # type: ignore[arg-type]
+
     def student_dict(self) -> dict[str, Any]:
         return {"model": self.student, "mode": self.student_mode, "max_length": self.max_length, "batch_size": self.batch_size, "epochs": self.epochs,
-                "lr": self.lr, "head_lr": self.head_lr, "dtype": self.student_dtype, "threads": self.threads, "device": self.device}
+                "lr": self.lr, "head_lr": self.resolved_head_lr(), "dtype": self.student_dtype, "threads": self.threads, "device": self.device}
 
 
 def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:

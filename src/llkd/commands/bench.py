@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help=f"Student tokens per text (default: {FULL['max_length']}).")
     p.add_argument("--batch-size", type=int, default=16, help="Student batch size.")
     p.add_argument("--lr", type=float, default=1e-4, help="Student encoder learning rate.")
-    p.add_argument("--head-lr", type=float, default=3e-3, help="Student head learning rate.")
+    p.add_argument("--head-lr", type=float, help="Student head learning rate (default: the student config's default for the tier).")
     p.add_argument("--student-dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="Student compute dtype (auto: bf16 where the CPU or GPU has it natively).")
     p.add_argument("--dev-size", type=int, help="Gold-labelled dev texts carved from the pool side, for choosing settings (default: quick 0, else 500).")
     p.add_argument("--student", default="minilm", help="Student encoder.")

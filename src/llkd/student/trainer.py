@@ -132,13 +132,13 @@ class StudentTrainer:
             model.backbone.requires_grad_(False)
             self._features = torch.from_numpy(features).to(device)
             trainable: Any = model.classifier
-            param_groups = [{"params": list(trainable.parameters()), "lr": cfg.head_lr}]
+            param_groups = [{"params": list(trainable.parameters()), "lr": cfg.resolved_head_lr()}]
         else:
             self._encoded = encode(tokenizer, texts, cfg.max_length)
             trainable = model
             head = [p for name, p in model.named_parameters() if _is_head(name)]
             body = [p for name, p in model.named_parameters() if not _is_head(name)]
-            param_groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}]
+            param_groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.resolved_head_lr()}]
         self._tokenizer, self._device = tokenizer, device
         selector = build_selector(self.selection_cfg, self.schema.num_labels, n, cfg.seed)
         if acc.num_processes > 1:
@@ -300,6 +300,7 @@ class StudentTrainer:
         h.update(np.ascontiguousarray(self.teacher_probs.numpy(), dtype=np.float32).tobytes())
         settings = self.cfg.model_dump(mode="json", exclude={"resume", "output", "checkpoint_every", "threads", "device"})
         settings["epochs"] = self.cfg.resolved_epochs()
+        settings["head_lr"] = self.cfg.resolved_head_lr()
         h.update(json.dumps([settings, self.selection_cfg.model_dump(mode="json")], sort_keys=True).encode())
         return h.hexdigest()
 
