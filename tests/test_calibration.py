@@ -81,7 +81,7 @@ def test_fit_errors() -> None:
         fit_calibrator("contextual", POOL)
     with pytest.raises(ValueError, match="content-free"):
         fit_calibrator("contextual", POOL, np.array([NAN, NAN]))
-    with pytest.raises(ValueError, match="no answered pool rows"):
+    with pytest.raises(ValueError, match="no pool text has a teacher answer"):
         fit_calibrator("mean", np.full((3, 2), NAN))
     assert fit_calibrator("none", None).apply(TEST[:2]) == pytest.approx(TEST[:2])
     with pytest.raises(RuntimeError, match="before fit"):

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from llkd.data.errors import DataError
 from llkd.registry import Registry
 
 CONTENT_FREE = "N/A"
@@ -142,7 +143,8 @@ class Calibrator(ABC):
         """Fit on the pool's raw answers (None: no pool, enough for none and contextual)."""
         pool = answered_rows(pool_probs) if pool_probs is not None else np.empty((0, 0))
         if self.needs_pool and not len(pool):
-            raise ValueError(f"{self.name} calibration: no answered pool rows to fit on")
+            # a DataError (a ValueError): the CLI prints it in one line, exit 2
+            raise DataError(f"{self.name} calibration: no pool text has a teacher answer to fit on (see the failures `llkd label` reports)")
         if self.needs_content_free and (content_free is None or not np.isfinite(content_free).all()):
             raise ValueError(f"{self.name} calibration needs the teacher's answer on the content-free input {CONTENT_FREE!r}")
         self._fit(pool, None if content_free is None else np.asarray(content_free, dtype=np.float64))
