@@ -150,6 +150,20 @@ def test_committed_quick_answers_cover_quick_mode() -> None:
         assert all(k in ans for k in keys), f"{name}: committed answers do not cover quick mode"
 
 
+def test_committed_answers_cover_both_tiers_defaults() -> None:
+    """The fine-tuned and frozen tiers' default splits run from committed SmolLM2 answers."""
+    from llkd.commands.bench import FROZEN, FULL
+
+    root = _data_root()
+    for name in FULL["datasets"]:
+        for preset in (FULL, FROZEN):
+            d = load_dataset(name, root, preset["pool_size"], preset["test_size"], dev_size=preset["dev_size"])
+            _, ans = read_answers(answers_file(PACKAGED, name, "smollm2-135m"), d.schema)
+            missing = [k for k in d.pool.ids + d.test.ids if k not in ans]
+            assert not missing, f"{name}: {len(missing)} texts of the default split have no committed answer"
+            assert d.dev is not None and not set(d.dev.ids) & set(d.pool.ids + d.test.ids)  # dev is disjoint
+
+
 # -- report writers --------------------------------------------------------------------------
 def _fake_records() -> list[dict]:
     recs = []
