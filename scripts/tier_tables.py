@@ -53,7 +53,8 @@ def variants(folder: str) -> str:
     for r in rs:
         by[(r["method"], r["dataset"])].append(r)
     methods = sorted({m for m, _ in by}, key=lambda m: (not m.startswith("llkd"), m))
-    present = [d for d in DATASETS if any(d == dd for _, dd in by)]
+    # datasets every method has reached: means over a common set only
+    present = [d for d in DATASETS if all((m, d) in by for m in methods)]
     lines = ["| method | " + " | ".join(f"{d} dev / test" for d in present) + " | mean dev | mean test | data used | grad samples |",
              "|---|" + "---:|" * (len(present) + 4)]
     summary = []

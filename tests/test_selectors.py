@@ -93,8 +93,8 @@ def test_llkd_needs_both_conditions_and_weights_c_times_u():
 def test_llkd_weights_unweighted_flag():
     # Constant init at 0 keeps every sample, so the weights alone are compared.
     kw = dict(init="constant", init_value=0.0, momentum=0.99)
-    weighted = make("llkd", **kw).select(batch(TEACHER, STUDENT))
-    plain = make("llkd", weighted=False, **kw).select(batch(TEACHER, STUDENT))
+    weighted = make("llkd-paper", **kw).select(batch(TEACHER, STUDENT))
+    plain = make("llkd-paper", weighted=False, **kw).select(batch(TEACHER, STUDENT))
     assert weighted.mask.all() and plain.mask.all()
     assert plain.weights.tolist() == [1.0] * 4
     assert weighted.weights.mean().item() == pytest.approx(1.0)
@@ -107,7 +107,7 @@ def test_llkd_empty_selection():
     sel = s.select(batch(TEACHER, sure))
     # every student uncertainty is equal, so all reach tau = g * 1; teacher keeps 2 of 4
     assert sel.mask.sum() == 2
-    s2 = make("llkd", init="constant", init_value=1.0, momentum=0.99)
+    s2 = make("llkd-paper", init="constant", init_value=1.0, momentum=0.99)  # EMA: the constant init holds
     sel2 = s2.select(batch(TEACHER, sure))
     assert not sel2.mask.any() and sel2.weights.sum() == 0
 
