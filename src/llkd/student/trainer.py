@@ -44,6 +44,25 @@ def _is_head(name: str) -> bool:
     return any(part in name for part in ("classifier", "pooler", "score"))
 
 
+def trim_step_log(path: Path, last_step: int) -> int:
+    """Drop step-log rows after ``last_step`` (a resumed run redoes those steps); returns the
+    rows kept. Unparseable trailing lines (a kill mid-write) go too."""
+    if not path.exists():
+        return 0
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and int(row.get("step", 0)) <= last_step:
+            kept.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return len(kept)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -171,6 +190,8 @@ class StudentTrainer:
                 log.info("resumed from %s at step %d/%d", ckpt, state["step"], total_steps)
 
         log_path = self.output / "steps.jsonl"
+        if state["step"] and acc.is_main_process:
+            trim_step_log(log_path, state["step"])  # rows written after the checkpoint would repeat
         # Only the main process writes the step log (thresholds are identical on every rank).
         log_file = open(log_path if acc.is_main_process else os.devnull, "a" if state["step"] else "w", encoding="utf-8")
         bar = tqdm(total=total_steps, initial=state["step"], desc=f"student[{self.selection_cfg.selector}]", unit="step", disable=not self.progress or not acc.is_main_process, dynamic_ncols=True)
