@@ -43,9 +43,20 @@ from llkd.teacher.prompt import label_from_reply
 
 PEAK_DTYPES = ("float32", "bfloat16")
 
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """A plain-text table: first column left-aligned, the rest right-aligned, a rule under
+    the header row."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for k, r in enumerate(rows):
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
 # -- the machine ------------------------------------------------------------------------
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -425,11 +436,7 @@ def format_report(res: dict[str, Any]) -> str:
         if has_acc:
             row.append(f"{m['accuracy']:.4f}" if "accuracy" in m else "-")
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for k, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += _aligned(rows)
     lines.append("")
     for key, ratio in res["speedup"].items():
         other = key.split("_over_")[1]
@@ -565,11 +572,7 @@ def format_dtype_report(res: dict[str, Any]) -> str:
         if has_acc:
             row.append(f"{m['accuracy']:.4f}" if "accuracy" in m else "-")
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for k, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += _aligned(rows)
     lines.append("")
     for key, c in res["comparison"].items():
         d, ref = key.split("_vs_")

@@ -139,44 +139,42 @@ def autocast(dtype: str, device: torch.device) -> Iterator[None]:
         yield
 
 
-@torch.inference_mode()
-def embed_texts(model: PooledEncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int = 128, batch_size: int = 64, dtype: str = "float32", device: torch.device | None = None) -> np.ndarray:
-    """Pooled embeddings [N, D] (float32) of a :class:`PooledEncoderClassifier`'s encoder."""
+def _forward_sorted(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int, dtype: str,
+                    device: torch.device | None, width: int, forward: Any) -> np.ndarray:
+    """Run ``forward(batch) -> [B, width]`` over ``texts`` in length-sorted batches (less
+    padding) in eval mode, under the compute dtype; rows come back in input order."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     encoded = encode(tokenizer, texts, max_length)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))  # less padding
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out = np.zeros((len(texts), width), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         with autocast(dtype, device):
-            emb = model.embed(**collate(tokenizer, [encoded[i] for i in rows], device))
-        out[rows] = emb.float().cpu().numpy()
+            values = forward(collate(tokenizer, [encoded[i] for i in rows], device))
+        out[rows] = values.float().cpu().numpy()
     model.train(was_training)
     return out
+
+
+@torch.inference_mode()
+def embed_texts(model: PooledEncoderClassifier, tokenizer: Any, texts: Sequence[str], max_length: int = 128, batch_size: int = 64, dtype: str = "float32", device: torch.device | None = None) -> np.ndarray:
+    """Pooled embeddings [N, D] (float32) of a :class:`PooledEncoderClassifier`'s encoder."""
+    return _forward_sorted(model, tokenizer, texts, max_length, batch_size, dtype, device, model.config.hidden_size,
+                           lambda batch: model.embed(**batch))
 
 
 @torch.inference_mode()
 def predict_probs(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 128, batch_size: int = 64, device: torch.device | None = None, dtype: str = "float32", embeddings: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities [N, C]. ``embeddings``: precomputed pooled embeddings of ``texts``
     (frozen students), so only the head runs."""
-    device = device or next(model.parameters()).device
     if embeddings is not None:
+        device = device or next(model.parameters()).device
         logits = model.classifier(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)).to(device))
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    was_training = model.training
-    model.eval()
-    encoded = encode(tokenizer, texts, max_length)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))  # less padding
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        with autocast(dtype, device):
-            logits = model(**collate(tokenizer, [encoded[i] for i in rows], device)).logits
-        out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    model.train(was_training)
-    return out
+    return _forward_sorted(model, tokenizer, texts, max_length, batch_size, dtype, device, model.config.num_labels,
+                           lambda batch: torch.softmax(model(**batch).logits.float(), dim=-1))
 
 
 def export_onnx(folder: str | Path, out: str | Path | None = None, opset: int = 17) -> Path:
