@@ -114,3 +114,21 @@ def test_constant_initialisation_blends_first_batch():
     th.update(torch.tensor([1.0, 1.0]), torch.tensor([0, 1]))
     assert th.global_level == pytest.approx(0.55)
     assert th.class_level.tolist() == pytest.approx([0.55, 0.55])
+
+
+def test_loss_count_makes_ddp_average_the_whole_batch_mean():
+    """Two processes with 1 and 3 selected rows: scaling each share's loss by world / |S|
+    makes DDP's average of the two equal the one-process mean over all 4 rows."""
+    import torch
+
+    from llkd.selection.thresholds import weighted_cross_entropy, weighted_soft_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.5, 0.1], [0.0, 1.0], [1.0, 1.5]])
+    targets, weights = torch.tensor([0, 1, 1, 0]), torch.tensor([1.0, 0.5, 0.8, 0.3])
+    whole = weighted_cross_entropy(logits, targets, weights)
+    shares = [weighted_cross_entropy(logits[s], targets[s], weights[s], count=4 / 2) for s in (slice(0, 1), slice(1, 4))]
+    assert float(sum(shares) / 2) == pytest.approx(float(whole))
+    q = torch.softmax(torch.tensor([[0.3, 0.1], [0.0, 2.0], [1.0, 0.0], [0.2, 0.2]]), dim=-1)
+    whole = weighted_soft_cross_entropy(logits, q, weights)
+    shares = [weighted_soft_cross_entropy(logits[s], q[s], weights[s], count=2.0) for s in (slice(0, 1), slice(1, 4))]
+    assert float(sum(shares) / 2) == pytest.approx(float(whole))

@@ -21,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, ("data", "teacher", "selection", "student"))
 
 
+def _main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     # Everything checkable without a model, before the teacher runs: settings, then every
@@ -38,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print(f"warning: {len(failures)} pool texts have no teacher answer and are left out (re-run `llkd label` to retry)")
     result, meter = train_student(cfg, schema, pool, teacher.labels.probs, dev, progress=not args.no_progress)
+    if not _main_process():
+        return 0  # under torchrun / accelerate launch only rank 0 evaluates, reports and writes summary.json
     summary = {"selector": cfg.selection.selector, **result.summary(), "teacher": teacher.meter.as_dict(), "train": meter.as_dict()}
     print(f"student saved to {result.model_dir}")
     print(f"data usage {result.data_usage:.1%} of the pool; {result.gradient_samples} gradient samples in {result.optimizer_updates} updates over {result.steps} steps; "

@@ -176,14 +176,19 @@ class LLKDSelector(Selector):
             signals.append(u)
             stats["student_threshold"] = tau_s.tolist()
             stats["student_global"] = self.student_threshold.global_level
-            stats["mean_uncertainty"] = float(u.mean())
+            total = torch.tensor([float(u.double().sum()), float(len(u))], dtype=torch.float64)
+            if self.reduce is not None:  # the whole batch's mean, the same on every process
+                total = self.reduce(total).cpu()
+            stats["mean_uncertainty"] = float(total[0] / total[1]) if total[1] else float("nan")
         if opt.min_per_step:
             score = torch.ones(len(y), dtype=torch.float64)
             for sig in signals:
                 score = score * sig.double()
             passed = int(mask.sum())
             mask = top_up(mask, score, opt.min_per_step)
-            stats["topped_up"] = int(mask.sum()) - passed
+            topped = torch.tensor([float(int(mask.sum()) - passed)], dtype=torch.float64)
+            # the floor holds per process: with several, each tops up its own share
+            stats["topped_up"] = int(self.reduce(topped).cpu()[0]) if self.reduce is not None else int(topped[0])
         weights = loss_weights(mask, *signals) if opt.weighted else loss_weights(mask)
         if opt.class_balance == "selected_share":
             counts = torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, y[mask], torch.ones(int(mask.sum()), dtype=torch.float64))

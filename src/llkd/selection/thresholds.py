@@ -122,18 +122,21 @@ def loss_weights(mask: torch.Tensor, *signals: torch.Tensor) -> torch.Tensor:
     return w * (n / total)
 
 
-def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """L_w = sum_i w_i * CE(p_i, yhat_i) / |S| over the rows given (the selected set)."""
+def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, count: float | None = None) -> torch.Tensor:
+    """L_w = sum_i w_i * CE(p_i, yhat_i) / |S| over the rows given (the selected set).
+    ``count`` replaces |S| (default: the rows given), e.g. by the whole batch's selected set
+    when each process holds only its share of it."""
     ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    return (weights * ce).sum() / max(len(targets), 1)
+    return (weights * ce).sum() / max(len(targets) if count is None else count, 1)
 
 
-def weighted_soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted KL(q || p) to the teacher distribution (standard KD with soft labels)."""
+def weighted_soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, weights: torch.Tensor, count: float | None = None) -> torch.Tensor:
+    """Weighted KL(q || p) to the teacher distribution (standard KD with soft labels);
+    ``count`` as in weighted_cross_entropy."""
     logp = torch.log_softmax(logits, dim=-1)
     q = target_probs.clamp_min(1e-12)
     kl = (target_probs * (q.log() - logp)).sum(dim=-1)
-    return (weights * kl).sum() / max(len(target_probs), 1)
+    return (weights * kl).sum() / max(len(target_probs) if count is None else count, 1)
 
 
 class AdaptiveThreshold:

@@ -155,8 +155,13 @@ class StudentTrainer:
         else:
             self._encoded = encode(tokenizer, texts, cfg.max_length)
             trainable = model
-            head = [p for name, p in model.named_parameters() if _is_head(name)]
-            body = [p for name, p in model.named_parameters() if not _is_head(name)]
+            pooler = getattr(getattr(model, "backbone", None), "pooler", None)
+            if pooler is not None:
+                # the pooled-embedding head never reads BERT's CLS pooler: without frozen
+                # weights DDP waits for its gradients forever (and weight decay moves them)
+                pooler.requires_grad_(False)
+            head = [p for name, p in model.named_parameters() if _is_head(name) and p.requires_grad]
+            body = [p for name, p in model.named_parameters() if not _is_head(name) and p.requires_grad]
             param_groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.resolved_head_lr()}]
         self._tokenizer, self._device = tokenizer, device
         selector = build_selector(self.selection_cfg, self.schema.num_labels, n, cfg.seed)
@@ -192,8 +197,12 @@ class StudentTrainer:
         log_path = self.output / "steps.jsonl"
         if state["step"] and acc.is_main_process:
             trim_step_log(log_path, state["step"])  # rows written after the checkpoint would repeat
-        # Only the main process writes the step log (thresholds are identical on every rank).
-        log_file = open(log_path if acc.is_main_process else os.devnull, "a" if state["step"] else "w", encoding="utf-8")
+        # Only the main process writes the step log: counts are summed over ranks and thresholds
+        # are identical on every rank. LLKD_RANK_STEP_LOGS=1 makes every other rank write its
+        # own copy (steps.rank<k>.jsonl) to check exactly that.
+        if not acc.is_main_process:
+            log_path = log_path.with_name(f"steps.rank{acc.process_index}.jsonl") if os.environ.get("LLKD_RANK_STEP_LOGS") == "1" else Path(os.devnull)
+        log_file = open(log_path, "a" if state["step"] and log_path.exists() else "w", encoding="utf-8")
         bar = tqdm(total=total_steps, initial=state["step"], desc=f"student[{self.selection_cfg.selector}]", unit="step", disable=not self.progress or not acc.is_main_process, dynamic_ncols=True)
         trainable.train()
         threads = torch.get_num_threads()
@@ -211,7 +220,7 @@ class StudentTrainer:
                 if acc.num_processes > 1:
                     # Equal shares, so every process selects (and all-reduces) every step.
                     short = -len(batch_rows) % acc.num_processes
-                    batch_rows = np.concatenate([batch_rows, order[:short]])[acc.process_index :: acc.num_processes]
+                    batch_rows = np.concatenate([batch_rows, order[:short]])
                 loss_value, n_sel = self._step(trainable, batch_rows, selector, optimizer, acc, state)
                 scheduler.step()  # same LR schedule for every method, whatever it selected
                 state["step"] = step + 1
@@ -250,42 +259,62 @@ class StudentTrainer:
         return logits.float()
 
     def _step(self, trainable: Any, batch_rows: np.ndarray, selector: Any, optimizer: Any, acc: Any, state: dict) -> tuple[float, int]:
+        """One training step on the batch ``batch_rows`` (the whole batch on every process;
+        with several processes each takes its share and every count below is the batch's)."""
         device = self._device
-        idx = torch.from_numpy(batch_rows)
+        world, rank = acc.num_processes, acc.process_index
+        local = batch_rows[rank::world] if world > 1 else batch_rows
+        idx = torch.from_numpy(local)
         batch = SelectionBatch(indices=idx, pseudo_labels=self.pseudo_labels[idx], teacher_probs=self.teacher_probs[idx])
-        if selector.needs_student and len(batch_rows):
+        if selector.needs_student and len(local):
             trainable.eval()
             with torch.no_grad():
-                logits = self._logits(trainable, batch_rows)
+                logits = self._logits(trainable, local)
             trainable.train()
             batch.student_probs = torch.softmax(logits, dim=-1).cpu()
-        selection = selector.select(batch) if len(batch_rows) else None
+        selection = selector.select(batch) if len(local) else None
         self._last_stats = dict(selection.stats) if selection is not None else {}
         mask = selection.mask if selection is not None else torch.zeros(0, dtype=torch.bool)
-        n_sel = int(mask.sum())
+        n_local = int(mask.sum())
+        picked = np.zeros(len(batch_rows), dtype=bool)  # which of the whole batch's rows were selected
+        if world > 1:
+            mine = torch.zeros(len(batch_rows), dtype=torch.float32)
+            mine[rank::world] = mask.float()
+            picked = acc.reduce(mine.to(device), reduction="sum").cpu().numpy() > 0
+        else:
+            picked[mask.numpy()] = True
+        n_sel = int(picked.sum())
         # per pseudo-label class: the early warning of a collapse onto one class
-        self._last_stats["selected_per_class"] = torch.bincount(batch.pseudo_labels[mask], minlength=self.schema.num_labels).tolist() if n_sel else [0] * self.schema.num_labels
+        self._last_stats["selected_per_class"] = np.bincount(self.pseudo_labels.numpy()[batch_rows[picked]], minlength=self.schema.num_labels).tolist()
+        if world > 1:
+            self._last_stats["rank_selected"] = n_local
         state["seen"] += len(batch_rows)
-        if n_sel == 0 and acc.num_processes == 1:
-            return float("nan"), 0  # empty S_t: no update this step
-        chosen = batch_rows[mask.numpy()] if n_sel else batch_rows[:1]
-        weights = selection.weights[mask] if n_sel else torch.zeros(1)
+        if n_sel == 0:
+            return float("nan"), 0  # empty S_t on every process: no update (weight decay would still move the weights)
+        # A process with an empty share still joins DDP's gradient all-reduce, with weight 0.
+        chosen = local[mask.numpy()] if n_local else local[:1]
+        weights = selection.weights[mask] if n_local else torch.zeros(1)
         logits = self._logits(trainable, chosen)
         ch = torch.from_numpy(chosen)
         w = weights.to(device)
+        # DDP averages gradients over processes; scaling by world / |S_batch| makes that average
+        # the gradient of the mean loss over the whole batch's selected set, as in one process.
+        count = n_sel / world if world > 1 else None
         if selector.soft_targets:
-            loss = weighted_soft_cross_entropy(logits, self.teacher_probs[ch].to(device), w)
+            loss = weighted_soft_cross_entropy(logits, self.teacher_probs[ch].to(device), w, count)
         else:
-            loss = weighted_cross_entropy(logits, self.pseudo_labels[ch].to(device), w)
-        acc.backward(loss)  # with DDP an empty share still joins the all-reduce, with weight 0
+            loss = weighted_cross_entropy(logits, self.pseudo_labels[ch].to(device), w, count)
+        acc.backward(loss)
         acc.clip_grad_norm_(trainable.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["updates"] += 1
         state["gradient_samples"] += n_sel
-        if n_sel:
-            state["selected"][chosen] = True
-        return float(loss.detach()), n_sel
+        state["selected"][batch_rows[picked]] = True
+        loss_value = float(loss.detach())
+        if world > 1:
+            loss_value = float(acc.reduce(loss.detach().reshape(1), reduction="sum")) / world
+        return loss_value, n_sel
 
     def _log_row(self, state: dict, epoch: int, batch: int, n_sel: int, loss: float, scheduler: Any) -> dict[str, Any]:
         row: dict[str, Any] = {
