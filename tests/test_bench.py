@@ -238,14 +238,19 @@ def test_bench_end_to_end_from_committed_answers(tmp_path: Path) -> None:
     from llkd.cli import main
 
     out = tmp_path / "bench"
-    rc = main(["bench", "--quick", "--datasets", "agnews", "--pool-size", "48", "--test-size", "48", "--methods", "teacher,all,llkd",
+    rc = main(["bench", "--quick", "--datasets", "agnews", "--pool-size", "48", "--test-size", "48", "--methods", "teacher,all,llkd,all@matched,random@matched",
                "--max-length", "32", "--output", str(out), "--data-root", str(_data_root()), "--no-progress", "--teacher-cache", str(tmp_path / "none.sqlite")])
     assert rc == 0
     assert not (tmp_path / "none.sqlite").exists()  # the teacher cache was never opened
     rows = list(csv.DictReader((out / "runs.csv").open()))
-    assert [r["method"] for r in rows] == ["teacher", "llkd", "all"]
+    assert [r["method"] for r in rows] == ["teacher", "llkd", "all", "all@matched", "random@matched"]
     assert all(0.0 <= float(r["macro_f1"]) <= 1.0 for r in rows)
     assert float(rows[2]["data_usage"]) == 1.0 and 0.0 <= float(rows[1]["data_usage"]) <= 1.0
+    # compute-matched baselines get LLKD's gradient samples: all@matched in fewer passes over
+    # everything (steps of 16), random@matched from a subset kept at LLKD's gradient share
+    llkd, all_m, random_m = (int(rows[i]["gradient_samples"]) for i in (1, 3, 4))
+    assert abs(all_m - llkd) <= 16 and abs(random_m - llkd) <= 1
+    assert float(rows[3]["epochs"]) == pytest.approx(llkd / 48)
     table = (out / "tables" / "agnews.md").read_text()
     assert "| llkd | 1 |" in table and "best baseline" in table
     results = (out / "results.md").read_text()

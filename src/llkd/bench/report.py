@@ -19,8 +19,9 @@ CSV_COLUMNS = [
     "keep_rate", "pool_label_acc", "train_s", "eval_s", "peak_rss_mb", "peak_gpu_mb", "pool_size", "test_size",
     "epochs", "max_length", "calibration", "split_seed", "pool_digest", "test_digest", "run_dir",
 ]
-# Not "baselines" for "LLKD vs the best baseline": references and LLKD itself.
-NOT_BASELINES = {"llkd", "teacher", "supervised"}
+# Not "baselines" for "LLKD vs the best baseline": references, LLKD itself, the paper's rule
+# and LLKD's one-signal ablations (teacher-only / student-only), which stand beside it.
+NOT_BASELINES = {"llkd", "llkd-paper", "teacher", "supervised", "teacher_adaptive", "student_adaptive"}
 
 
 def write_csv(records: Iterable[dict[str, Any]], path: str | Path) -> Path:

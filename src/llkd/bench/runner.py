@@ -67,6 +67,12 @@ class Method:
     noise: NoiseSpec | None = None
     kind: str = "student"  # student | teacher | supervised
     suite: str = "baselines"
+    matched: bool = False  # given LLKD's gradient samples (same seed): compute-matched baseline
+
+
+# all@matched: every sample, for fewer epochs (epochs x LLKD's gradient share); random@matched:
+# a fixed random subset kept at LLKD's gradient share. Both get LLKD's gradient-sample count.
+MATCHED = "@matched"
 
 
 def baseline_methods(names: list[str]) -> list[Method]:
@@ -76,6 +82,11 @@ def baseline_methods(names: list[str]) -> list[Method]:
             out.append(Method("teacher", kind="teacher"))
         elif n == "supervised":
             out.append(Method("supervised", "all", kind="supervised"))
+        elif n.endswith(MATCHED):
+            base = n[: -len(MATCHED)]
+            if base not in ("all", "random"):
+                raise ValueError(f"'{n}': only all{MATCHED} and random{MATCHED} exist (compute matched to llkd)")
+            out.append(Method(n, base, matched=True))
         else:
             out.append(Method(n, n))
     return out
@@ -226,8 +237,8 @@ class Bench:
         methods: list[Method] = []
         if "baselines" in s.suites or "efficiency" in s.suites:
             names = list(s.methods)
-            if "random" in names and "llkd" not in names:
-                names.append("llkd")  # random's keep rate is LLKD's measured data usage
+            if any(n.split("@")[0] == "random" or n.endswith(MATCHED) for n in names) and "llkd" not in names:
+                names.append("llkd")  # random's keep rate and the matched budgets come from LLKD's run
             # the teacher row first, then llkd so random can read its data usage
             names.sort(key=lambda n: {"teacher": 0, "llkd": 1}.get(n, 2))
             methods += baseline_methods(names)
@@ -312,15 +323,22 @@ class Bench:
             probs = pool
         if method.noise is not None:
             probs, _ = inject_noise(probs, method.noise.resolved(gold_pool, data.schema.num_labels), seed=seed)
-        if method.selector == "random":
-            usage = self._llkd_usage(data.name, teacher, seed)
-            if usage is None:
-                raise RuntimeError(f"{data.name}: random needs LLKD's data usage for seed {seed}; run llkd first")
-            selection["keep_rate"] = max(usage, 1.0 / len(data.pool))
+        epochs = s.epochs
+        if method.selector == "random" or method.matched:
+            llkd = self._llkd_record(data.name, teacher, seed)
+            if llkd is None:
+                raise RuntimeError(f"{data.name}: {method.name} needs LLKD's run for seed {seed}; run llkd first")
+            # gradient share: LLKD's gradient samples / samples seen (what matched compute means)
+            share = float(llkd["gradient_samples"]) / max(float(llkd["sample_steps_seen"]), 1.0)
+            if method.selector == "random":
+                rate = share if method.matched else float(llkd["data_usage"])
+                selection["keep_rate"] = min(max(rate, 1.0 / len(data.pool)), 1.0)
+            else:  # all@matched: the same gradient samples as LLKD, spent on fewer passes over everything
+                epochs = s.epochs * max(share, 1.0 / len(data.pool))
         answered = ~np.isnan(probs).any(axis=1)
         pl = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
         pool_label_acc = float((pl[answered] == gold_pool[answered]).mean())
-        student = {**s.student_dict(), "seed": seed, "output": str(out), "resume": False}
+        student = {**s.student_dict(), "seed": seed, "output": str(out), "resume": False, "epochs": epochs}
         fingerprint = json.dumps(_jsonable({"student": student, "selection": selection, "noise": base["noise"], "teacher": teacher,
                                             "calibration": s.calibration, "pool": base["pool_digest"], "test": base["test_digest"],
                                             "dev": data.provenance.get("dev_digest", "")}), sort_keys=True)
@@ -350,7 +368,7 @@ class Bench:
             (out / "checkpoint.pt").unlink(missing_ok=True)
         rec = {
             **base, "accuracy": report.accuracy, "macro_f1": report.macro_f1, **dev_scores, **result.summary(),
-            "data_usage": result.data_usage, "keep_rate": selection.get("keep_rate"),
+            "data_usage": result.data_usage, "keep_rate": selection.get("keep_rate"), "epochs": epochs,
             "train_s": meter.seconds, "peak_rss_mb": meter.peak_rss_mb, "peak_gpu_mb": meter.peak_gpu_mb,
             "eval_s": emeter.seconds, "wall_s": time.perf_counter() - t0, "pool_label_acc": pool_label_acc,
             "selection": selection, "run_dir": str(out), "fingerprint": fingerprint,
@@ -360,10 +378,10 @@ class Bench:
                  f"data {result.data_usage:.1%}  grad samples {result.gradient_samples}  train {meter.seconds:.0f}s")
         return rec
 
-    def _llkd_usage(self, dataset: str, teacher: str, seed: int) -> float | None:
+    def _llkd_record(self, dataset: str, teacher: str, seed: int) -> dict[str, Any] | None:
         for r in self.records:
-            if r["dataset"] == dataset and r["teacher"] == teacher and r["method"] == "llkd" and r["seed"] == seed:
-                return float(r["data_usage"])
+            if r["dataset"] == dataset and r["teacher"] == teacher and r["method"] == "llkd" and r["seed"] == seed and not r.get("noise"):
+                return r
         return None
 
     def provenance(self) -> dict[str, Any]:

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tier", choices=["finetune", "frozen"], default="finetune", help="Student tier: finetune (encoder trained; pool 300, 3 epochs, 3 seeds) or frozen (encoder frozen, cached embeddings; pool 2000, 20 epochs, 5 seeds).")
     p.add_argument("--suites", default="baselines,efficiency", help="Comma list of: baselines, sensitivity, efficiency, noise, teacher_size (or 'all').")
     p.add_argument("--datasets", help=f"Comma list (default: quick {QUICK['datasets']}, full {FULL['datasets']}).")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="Suite-1 methods: selectors plus 'teacher' and 'supervised'.")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="Suite-1 methods: selectors plus 'teacher', 'supervised', and the compute-matched "
+                   "'all@matched' (every sample, epochs x LLKD's gradient share) and 'random@matched' (a random subset at that share).")
     p.add_argument("--seeds", help="Comma list of seeds, or a count N for 0..N-1 (default: quick 1, full 3).")
     p.add_argument("--pool-size", type=int, help=f"Unlabeled pool texts per dataset (default: quick {QUICK['pool_size']}, full {FULL['pool_size']}).")
     p.add_argument("--test-size", type=int, help=f"Test texts per dataset (default: quick {QUICK['test_size']}, full {FULL['test_size']}).")
@@ -94,11 +95,11 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
             raise ConfigError(f"--seeds must be a count or a comma list of integers, not {args.seeds!r}") from None
         if not seeds:
             raise ConfigError("--seeds names no seed")
-    from llkd.bench.runner import DEFAULT_VARIANTS, REFERENCES
+    from llkd.bench.runner import DEFAULT_VARIANTS, MATCHED, REFERENCES
     from llkd.selection.selectors import SELECTORS
 
     methods = _csv(args.methods)
-    known = set(REFERENCES) | set(SELECTORS.names())
+    known = set(REFERENCES) | set(SELECTORS.names()) | {f"all{MATCHED}", f"random{MATCHED}"}
     bad = [m for m in methods if m not in known]
     if bad:
         raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}")
