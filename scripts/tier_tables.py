@@ -6,6 +6,12 @@
 `bound`: the gold-label supervised bound per dataset, one column per folder.
 `variants`: every student method of a frozen-tier grid, dev and test macro-F1 per dataset
 (mean over seeds), the mean over datasets, and which method the dev split picks.
+`claim`: issue 10's acceptance table from one or more bench folders (any mix of datasets):
+LLKD vs the best baseline (all, soft, random, fixed, freematch) with paired-seed differences
+and a per-seed bootstrap over test texts, LLKD's gradient samples as a share of all's, the
+compute-matched baselines and the one-signal ablations beside it.
+
+    python scripts/tier_tables.py claim runs/ft-qwen-*
 """
 
 from __future__ import annotations
@@ -82,6 +88,62 @@ def variants(folder: str) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+BASELINES = ["all", "soft", "random", "fixed", "freematch"]
+BESIDE = ["all@matched", "random@matched", "llkd-paper", "teacher_adaptive", "student_adaptive"]
+
+
+def claim(folders: list[str], target: str = "llkd") -> str:
+    import numpy as np
+
+    from llkd.bench.datasets import load_dataset
+    from llkd.evaluation.metrics import bootstrap_diff_ci
+
+    rs = [r for f in folders for r in records(f)]
+    by: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    for r in rs:
+        by[(r["dataset"], r["method"])][r["seed"]] = r
+    datasets = [d for d in DATASETS if (d, target) in by]
+    beside = [m for m in BESIDE if any((d, m) in by for d in datasets)]
+    head = ["dataset", "teacher", target, "grad share of all", "best baseline", "its F1", f"{target} − best (per seed)", "bootstrap (95%, per seed)", "≥ all − 0.02", *beside]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    holds, matches = 0, 0
+    for d in datasets:
+        mine = by[(d, target)]
+        teacher = next(iter(by.get((d, "teacher"), {}).values()), None)
+        base = {m: by[(d, m)] for m in BASELINES if (d, m) in by}
+        best = max(base, key=lambda m: mean(r["macro_f1"] for r in base[m].values()))
+        seeds = sorted(set(mine) & set(base[best]))
+        diffs = [mine[k]["macro_f1"] - base[best][k]["macro_f1"] for k in seeds]
+        cis = []
+        r0 = mine[seeds[0]]
+        data = load_dataset(d, None, r0["pool_size"], r0["test_size"], r0.get("split_seed", 0))
+        gold = np.asarray(data.test.labels)
+        for k in seeds:
+            pa = Path(mine[k]["run_dir"]) / "test_probs.npy"
+            pb = Path(base[best][k]["run_dir"]) / "test_probs.npy"
+            if pa.exists() and pb.exists():
+                lo, hi = bootstrap_diff_ci(gold, np.load(pa).argmax(1), np.load(pb).argmax(1), data.schema.num_labels, n=1000, seed=k)
+                cis.append(f"[{lo:+.3f}, {hi:+.3f}]")
+        share = mean(mine[k]["gradient_samples"] for k in mine) / mean(r["gradient_samples"] for r in by[(d, "all")].values()) if (d, "all") in by else float("nan")
+        f_all = mean(r["macro_f1"] for r in by[(d, "all")].values()) if (d, "all") in by else float("nan")
+        f_mine = mean(r["macro_f1"] for r in mine.values())
+        ok = f_mine >= f_all - 0.02
+        holds += ok
+        matches += mean(diffs) >= 0 and share <= 0.5
+        cells = [d, f"{teacher['macro_f1']:.3f}" if teacher else "-", _ms([r["macro_f1"] for r in mine.values()]), f"{share:.0%}", best,
+                 _ms([r["macro_f1"] for r in base[best].values()]), ", ".join(f"{x:+.3f}" for x in diffs), " ".join(cis) or "-", "yes" if ok else "**no**"]
+        cells += [_ms([r["macro_f1"] for r in by[(d, m)].values()]) if (d, m) in by else "-" for m in beside]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds_all = sorted({r["seed"] for r in rs})
+    lines.append("")
+    lines.append(f"Seeds {seeds_all}; F1 = test macro-F1, mean ± sd over seeds. {target} ≥ all − 0.02 on {holds}/{len(datasets)} datasets; "
+                 f"{target} ≥ the best baseline on mean with ≤ 50% of all's gradient samples on {matches}/{len(datasets)}.")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     kind, *folders = sys.argv[1:]
-    print(bound(folders) if kind == "bound" else variants(folders[0]))
+    if kind == "claim":
+        print(claim(folders))
+    else:
+        print(bound(folders) if kind == "bound" else variants(folders[0]))

@@ -137,6 +137,10 @@ def test_answer_files_roundtrip_merge_and_schema_check(tmp_path: Path) -> None:
     assert np.isnan(got[2]).all()
     with pytest.raises(DataError, match="another label schema"):
         read_answers(path, DATASETS["emotion"].label_schema())
+    # another teacher identity (e.g. bf16 weights after fp32) replaces the file, never mixes
+    write_answers(path, "sst2", "smollm2-135m", "id-2", schema, ["d"], np.array([[0.3, 0.7]]))
+    header, ans = read_answers(path, schema)
+    assert header["identity"] == "id-2" and set(ans) == {"d"}
 
 
 def test_committed_quick_answers_cover_quick_mode() -> None:

@@ -52,9 +52,13 @@ def read_answers(path: str | Path, schema: LabelSchema | None = None) -> tuple[d
 
 
 def write_answers(path: str | Path, dataset: str, teacher: str, identity: str, schema: LabelSchema, keys: Sequence[str], probs: np.ndarray) -> int:
-    """Merge answers into ``path``; rows with NaN are skipped. Returns the number of answers."""
+    """Merge answers into ``path``; rows with NaN are skipped. Returns the number of answers.
+    A file holds one teacher identity: answers of another identity (other weights, dtype,
+    template) are replaced, not mixed in."""
     path = Path(path)
-    _, existing = read_answers(path, schema) if path.exists() else ({}, {})
+    old_header, existing = read_answers(path, schema) if path.exists() else ({}, {})
+    if existing and old_header.get("identity") != identity:
+        existing = {}
     for k, p in zip(keys, probs):
         if not np.isnan(p).any():
             existing[k] = np.asarray(p)
