@@ -12,6 +12,13 @@ and a per-seed bootstrap over test texts, LLKD's gradient samples as a share of 
 compute-matched baselines and the one-signal ablations beside it.
 
     python scripts/tier_tables.py claim runs/ft-qwen-*
+
+`stress`: noise suite rows (teacher noise x dataset x selector, test macro-F1 mean over seeds)
+from one or more folders; clean rows come from any folder's un-noised runs of the same
+selectors and seeds (e.g. a baselines folder), and the last column is each selector's worst
+difference to `all`.
+
+    python scripts/tier_tables.py stress runs/stress-frozen-2 runs/bench-frozen
 """
 
 from __future__ import annotations
@@ -141,9 +148,41 @@ def claim(folders: list[str], target: str = "llkd") -> str:
     return "\n".join(lines)
 
 
+def stress(folders: list[str]) -> str:
+    rs = [r for f in folders for r in records(f) if r["kind"] == "student"]
+    noisy = [r for r in rs if r.get("noise")]
+    seeds = sorted({r["seed"] for r in noisy})
+    selectors = list(dict.fromkeys(r["method"].split("/noise=")[0] for r in noisy))
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in noisy)]
+    cell: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    seen = set()
+    for r in rs:
+        sel = r["method"].split("/noise=")[0]
+        key = (r.get("noise") or "none (clean)", r["dataset"], sel)
+        if sel in selectors and r["seed"] in seeds and (key, r["seed"]) not in seen:
+            seen.add((key, r["seed"]))
+            cell[key].append(r["macro_f1"])
+    tags = ["none (clean)"] + list(dict.fromkeys(r["noise"] for r in noisy))
+    head = "| teacher noise | " + " | ".join(f"{d}: " + " / ".join(selectors) for d in datasets) + " | worst (selector − all) |"
+    lines = [head, "|---|" + "---|" * (len(datasets) + 1)]
+    for tag in tags:
+        cells, worst = [], {}
+        for d in datasets:
+            vals = [mean(cell[(tag, d, sel)]) if cell.get((tag, d, sel)) else None for sel in selectors]
+            cells.append(" / ".join(f"{v:.3f}" if v is not None else "-" for v in vals))
+            base = vals[selectors.index("all")] if "all" in selectors else None
+            for sel, v in zip(selectors, vals):
+                if sel != "all" and v is not None and base is not None:
+                    worst[sel] = min(worst.get(sel, 1.0), v - base)
+        lines.append(f"| {tag} | " + " | ".join(cells) + " | " + ", ".join(f"{k} {v:+.3f}" for k, v in worst.items()) + " |")
+    return "\n".join(lines) + f"\n\nSeeds {seeds}; test macro-F1, mean over seeds."
+
+
 if __name__ == "__main__":
     kind, *folders = sys.argv[1:]
-    if kind == "claim":
+    if kind == "stress":
+        print(stress(folders))
+    elif kind == "claim":
         print(claim(folders))
     else:
         print(bound(folders) if kind == "bound" else variants(folders[0]))
