@@ -148,8 +148,16 @@ def claim(folders: list[str], target: str = "llkd") -> str:
     return "\n".join(lines)
 
 
+# Runs made before llkd's default student threshold became `batch` name today's default
+# llkd+batch; one column for both.
+ALIASES = {"llkd+batch": "llkd"}
+
+
 def stress(folders: list[str]) -> str:
     rs = [r for f in folders for r in records(f) if r["kind"] == "student"]
+    for r in rs:
+        head, _, tail = r["method"].partition("/noise=")
+        r["method"] = ALIASES.get(head, head) + (f"/noise={tail}" if tail else "")
     noisy = [r for r in rs if r.get("noise")]
     seeds = sorted({r["seed"] for r in noisy})
     selectors = list(dict.fromkeys(r["method"].split("/noise=")[0] for r in noisy))
