@@ -1,7 +1,7 @@
 """Markdown tables for docs/results.md from benchmark folders (their runs.csv / record.json).
 
     python scripts/tier_tables.py bound runs/sup-ft runs/sup-fz300 runs/sup-fz2000
-    python scripts/tier_tables.py variants runs/bench-frozen
+    python scripts/tier_tables.py variants runs/bench-frozen [more folders]
 
 `bound`: the gold-label supervised bound per dataset, one column per folder.
 `variants`: every student method of a frozen-tier grid, dev and test macro-F1 per dataset
@@ -19,6 +19,8 @@ selectors and seeds (e.g. a baselines folder), and the last column is each selec
 difference to `all`.
 
     python scripts/tier_tables.py stress runs/stress-frozen-2 runs/bench-frozen
+
+`stress-dev`: the same table on the dev split (what a choice of variant may look at).
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def bound(folders: list[str]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {s}" for s in settings)
 
 
-def variants(folder: str) -> str:
-    rs = [r for r in records(folder) if r["kind"] == "student"]
+def variants(folders: list[str]) -> str:
+    rs = [r for f in folders for r in records(f) if r["kind"] == "student"]
     by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rs:
         by[(r["method"], r["dataset"])].append(r)
@@ -153,7 +155,7 @@ def claim(folders: list[str], target: str = "llkd") -> str:
 ALIASES = {"llkd+batch": "llkd"}
 
 
-def stress(folders: list[str]) -> str:
+def stress(folders: list[str], metric: str = "macro_f1") -> str:
     rs = [r for f in folders for r in records(f) if r["kind"] == "student"]
     for r in rs:
         head, _, tail = r["method"].partition("/noise=")
@@ -169,7 +171,8 @@ def stress(folders: list[str]) -> str:
         key = (r.get("noise") or "none (clean)", r["dataset"], sel)
         if sel in selectors and r["seed"] in seeds and (key, r["seed"]) not in seen:
             seen.add((key, r["seed"]))
-            cell[key].append(r["macro_f1"])
+            if r.get(metric) is not None:
+                cell[key].append(r[metric])
     tags = ["none (clean)"] + list(dict.fromkeys(r["noise"] for r in noisy))
     head = "| teacher noise | " + " | ".join(f"{d}: " + " / ".join(selectors) for d in datasets) + " | worst (selector − all) |"
     lines = [head, "|---|" + "---|" * (len(datasets) + 1)]
@@ -183,14 +186,15 @@ def stress(folders: list[str]) -> str:
                 if sel != "all" and v is not None and base is not None:
                     worst[sel] = min(worst.get(sel, 1.0), v - base)
         lines.append(f"| {tag} | " + " | ".join(cells) + " | " + ", ".join(f"{k} {v:+.3f}" for k, v in worst.items()) + " |")
-    return "\n".join(lines) + f"\n\nSeeds {seeds}; test macro-F1, mean over seeds."
+    what = "dev macro-F1 (the pool side's gold split)" if metric == "dev_macro_f1" else "test macro-F1"
+    return "\n".join(lines) + f"\n\nSeeds {seeds}; {what}, mean over seeds."
 
 
 if __name__ == "__main__":
     kind, *folders = sys.argv[1:]
-    if kind == "stress":
-        print(stress(folders))
+    if kind in ("stress", "stress-dev"):
+        print(stress(folders, "dev_macro_f1" if kind == "stress-dev" else "macro_f1"))
     elif kind == "claim":
         print(claim(folders))
     else:
-        print(bound(folders) if kind == "bound" else variants(folders[0]))
+        print(bound(folders) if kind == "bound" else variants(folders))
