@@ -242,12 +242,13 @@ def test_bench_end_to_end_from_committed_answers(tmp_path: Path) -> None:
     from llkd.cli import main
 
     out = tmp_path / "bench"
-    rc = main(["bench", "--quick", "--datasets", "agnews", "--pool-size", "48", "--test-size", "48", "--methods", "teacher,all,llkd,all@matched,random@matched",
+    rc = main(["bench", "--quick", "--datasets", "agnews", "--pool-size", "48", "--test-size", "48", "--methods", "teacher,all,llkd,all@matched,random@matched,llkd+bal",
                "--max-length", "32", "--output", str(out), "--data-root", str(_data_root()), "--no-progress", "--teacher-cache", str(tmp_path / "none.sqlite")])
     assert rc == 0
     assert not (tmp_path / "none.sqlite").exists()  # the teacher cache was never opened
     rows = list(csv.DictReader((out / "runs.csv").open()))
-    assert [r["method"] for r in rows] == ["teacher", "llkd", "all", "all@matched", "random@matched"]
+    assert [r["method"] for r in rows] == ["teacher", "llkd", "all", "all@matched", "random@matched", "llkd+bal"]
+    assert rows[5]["selector"] == "llkd"  # an LLKD variant among the baselines
     assert all(0.0 <= float(r["macro_f1"]) <= 1.0 for r in rows)
     assert float(rows[2]["data_usage"]) == 1.0 and 0.0 <= float(rows[1]["data_usage"]) <= 1.0
     # compute-matched baselines get LLKD's gradient samples: all@matched in fewer passes over

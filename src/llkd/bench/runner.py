@@ -82,6 +82,9 @@ def baseline_methods(names: list[str]) -> list[Method]:
             out.append(Method("teacher", kind="teacher"))
         elif n == "supervised":
             out.append(Method("supervised", "all", kind="supervised"))
+        elif n.startswith("llkd+"):  # an LLKD variant next to the baselines, e.g. llkd+bal
+            selector, overrides = selector_and_overrides(n)
+            out.append(Method(n, selector, overrides))
         elif n.endswith(MATCHED):
             base = n[: -len(MATCHED)]
             if base not in ("all", "random"):

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suites", default="baselines,efficiency", help="Comma list of: baselines, sensitivity, efficiency, noise, teacher_size (or 'all').")
     p.add_argument("--datasets", help=f"Comma list (default: quick {QUICK['datasets']}, full {FULL['datasets']}).")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="Suite-1 methods: selectors plus 'teacher', 'supervised', and the compute-matched "
-                   "'all@matched' (every sample, epochs x LLKD's gradient share) and 'random@matched' (a random subset at that share).")
+                   "'all@matched' (every sample, epochs x LLKD's gradient share) and 'random@matched' (a random subset at that share), "
+                   "and LLKD variants written as in the variants suite (llkd+bal).")
     p.add_argument("--seeds", help="Comma list of seeds, or a count N for 0..N-1 (default: quick 1, full 3).")
     p.add_argument("--pool-size", type=int, help=f"Unlabeled pool texts per dataset (default: quick {QUICK['pool_size']}, full {FULL['pool_size']}).")
     p.add_argument("--test-size", type=int, help=f"Test texts per dataset (default: quick {QUICK['test_size']}, full {FULL['test_size']}).")
@@ -100,7 +101,9 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
 
     methods = _csv(args.methods)
     known = set(REFERENCES) | set(SELECTORS.names()) | {f"all{MATCHED}", f"random{MATCHED}"}
-    bad = [m for m in methods if m not in known]
+    from llkd.bench.runner import VARIANT_TAGS
+
+    bad = [m for m in methods if m not in known and not (m.startswith("llkd+") and all(t in VARIANT_TAGS for t in m[5:].split("+")))]
     if bad:
         raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}")
     return BenchSettings(
