@@ -39,6 +39,7 @@ VARIANT_TAGS: dict[str, tuple[tuple[str, Any], ...]] = {
     "batch": (("student_threshold", "batch"),),
     "ema": (("student_threshold", "ema"),),
     "bal": (("class_balance", "selected_share"),),
+    "nobal": (("class_balance", "none"),),  # the default before 2026-11-29's third pass
     "floor2": (("min_per_step", 2),),
     "floor4": (("min_per_step", 4),),
     "soft": (("soft_targets", True),),
