@@ -12,6 +12,7 @@ and a per-seed bootstrap over test texts, LLKD's gradient samples as a share of 
 compute-matched baselines and the one-signal ablations beside it.
 
     python scripts/tier_tables.py claim runs/ft-qwen-*
+    python scripts/tier_tables.py claim:llkd+bal runs/ft-qwen-*   (another LLKD variant as the target)
 
 `stress`: noise suite rows (teacher noise x dataset x selector, test macro-F1 mean over seeds)
 from one or more folders; clean rows come from any folder's un-noised runs of the same
@@ -194,7 +195,7 @@ if __name__ == "__main__":
     kind, *folders = sys.argv[1:]
     if kind in ("stress", "stress-dev"):
         print(stress(folders, "dev_macro_f1" if kind == "stress-dev" else "macro_f1"))
-    elif kind == "claim":
-        print(claim(folders))
+    elif kind.startswith("claim"):  # claim or claim:<method>, e.g. claim:llkd+bal
+        print(claim(folders, kind.partition(":")[2] or "llkd"))
     else:
         print(bound(folders) if kind == "bound" else variants(folders))
