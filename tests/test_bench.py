@@ -249,6 +249,10 @@ def test_bench_end_to_end_from_committed_answers(tmp_path: Path) -> None:
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert [r["method"] for r in rows] == ["teacher", "llkd", "all", "all@matched", "random@matched", "llkd+bal"]
     assert rows[5]["selector"] == "llkd"  # an LLKD variant among the baselines
+    # a run's fingerprint holds the resolved selection settings, defaults included, so a
+    # changed default reruns a method instead of reusing its old record
+    rec = json.loads((Path(rows[1]["run_dir"]) / "record.json").read_text())
+    assert json.loads(rec["fingerprint"])["selection"]["class_balance"] == "selected_share"
     assert all(0.0 <= float(r["macro_f1"]) <= 1.0 for r in rows)
     assert float(rows[2]["data_usage"]) == 1.0 and 0.0 <= float(rows[1]["data_usage"]) <= 1.0
     # compute-matched baselines get LLKD's gradient samples: all@matched in fewer passes over

@@ -343,7 +343,12 @@ class Bench:
         pl = np.nan_to_num(probs, nan=-1.0).argmax(axis=1)
         pool_label_acc = float((pl[answered] == gold_pool[answered]).mean())
         student = {**s.student_dict(), "seed": seed, "output": str(out), "resume": False, "epochs": epochs}
-        fingerprint = json.dumps(_jsonable({"student": student, "selection": selection, "noise": base["noise"], "teacher": teacher,
+        from llkd.config import LLKDConfig
+
+        cfg = LLKDConfig.validated({"selection": selection, "student": student}, source="bench")
+        # the resolved selection settings, defaults included: a changed default reruns the method
+        resolved = cfg.selection.model_dump(mode="json")
+        fingerprint = json.dumps(_jsonable({"student": student, "selection": resolved, "noise": base["noise"], "teacher": teacher,
                                             "calibration": s.calibration, "pool": base["pool_digest"], "test": base["test_digest"],
                                             "dev": data.provenance.get("dev_digest", "")}), sort_keys=True)
         rec_path = out / "record.json"
@@ -354,10 +359,8 @@ class Bench:
                 return {**old, "run_dir": str(out), "reused": True}
         if out.exists():
             shutil.rmtree(out)
-        from llkd.config import LLKDConfig
         from llkd.pipeline import evaluate_probs, evaluate_student, student_probs, train_student
 
-        cfg = LLKDConfig.validated({"selection": selection, "student": student}, source="bench")
         t0 = time.perf_counter()
         result, meter = train_student(cfg, data.schema, data.pool, probs, progress=s.progress)
         report, test_probs, emeter = evaluate_student(result.model_dir, data.test, s.max_length)
