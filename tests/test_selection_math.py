@@ -128,6 +128,9 @@ def test_loss_count_makes_ddp_average_the_whole_batch_mean():
     whole = weighted_cross_entropy(logits, targets, weights)
     shares = [weighted_cross_entropy(logits[s], targets[s], weights[s], count=4 / 2) for s in (slice(0, 1), slice(1, 4))]
     assert float(sum(shares) / 2) == pytest.approx(float(whole))
+    # one selected row over two processes: a fractional share of |S| (0.5), not clipped to 1
+    one = weighted_cross_entropy(logits[:1], targets[:1], weights[:1], count=0.5)
+    assert float(one / 2) == pytest.approx(float(weighted_cross_entropy(logits[:1], targets[:1], weights[:1])))
     q = torch.softmax(torch.tensor([[0.3, 0.1], [0.0, 2.0], [1.0, 0.0], [0.2, 0.2]]), dim=-1)
     whole = weighted_soft_cross_entropy(logits, q, weights)
     shares = [weighted_soft_cross_entropy(logits[s], q[s], weights[s], count=2.0) for s in (slice(0, 1), slice(1, 4))]

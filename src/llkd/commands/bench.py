@@ -96,16 +96,14 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
             raise ConfigError(f"--seeds must be a count or a comma list of integers, not {args.seeds!r}") from None
         if not seeds:
             raise ConfigError("--seeds names no seed")
-    from llkd.bench.runner import DEFAULT_VARIANTS, MATCHED, REFERENCES
+    from llkd.bench.runner import DEFAULT_VARIANTS, MATCHED, REFERENCES, VARIANT_TAGS
     from llkd.selection.selectors import SELECTORS
 
     methods = _csv(args.methods)
     known = set(REFERENCES) | set(SELECTORS.names()) | {f"all{MATCHED}", f"random{MATCHED}"}
-    from llkd.bench.runner import VARIANT_TAGS
-
     bad = [m for m in methods if m not in known and not (m.startswith("llkd+") and all(t in VARIANT_TAGS for t in m[5:].split("+")))]
     if bad:
-        raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}, and llkd+<tags> with tags from {', '.join(VARIANT_TAGS)}")
     return BenchSettings(
         datasets=_csv(args.datasets) if args.datasets else list(preset["datasets"]),
         suites=suites,

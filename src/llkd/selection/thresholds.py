@@ -122,12 +122,17 @@ def loss_weights(mask: torch.Tensor, *signals: torch.Tensor) -> torch.Tensor:
     return w * (n / total)
 
 
+def _denominator(rows: int, count: float | None) -> float:
+    # a share of the batch's selected set can be fractional (e.g. 1 sample over 2 processes)
+    return float(max(rows, 1)) if count is None else max(float(count), 1e-12)
+
+
 def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, count: float | None = None) -> torch.Tensor:
     """L_w = sum_i w_i * CE(p_i, yhat_i) / |S| over the rows given (the selected set).
     ``count`` replaces |S| (default: the rows given), e.g. by the whole batch's selected set
     when each process holds only its share of it."""
     ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    return (weights * ce).sum() / max(len(targets) if count is None else count, 1)
+    return (weights * ce).sum() / _denominator(len(targets), count)
 
 
 def weighted_soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, weights: torch.Tensor, count: float | None = None) -> torch.Tensor:
@@ -136,7 +141,7 @@ def weighted_soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor
     logp = torch.log_softmax(logits, dim=-1)
     q = target_probs.clamp_min(1e-12)
     kl = (target_probs * (q.log() - logp)).sum(dim=-1)
-    return (weights * kl).sum() / max(len(target_probs) if count is None else count, 1)
+    return (weights * kl).sum() / _denominator(len(target_probs), count)
 
 
 class AdaptiveThreshold:
