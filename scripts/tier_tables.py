@@ -22,6 +22,13 @@ difference to `all`.
     python scripts/tier_tables.py stress runs/stress-frozen-2 runs/bench-frozen
 
 `stress-dev`: the same table on the dev split (what a choice of variant may look at).
+
+`steps`: step-log evidence for every selecting method (steps.jsonl of each run): samples kept per
+step of the batch, steps that kept nothing, the student's mean normalised entropy over the first
+and last tenth of training, and on the test split the largest predicted-class share against the
+largest gold share (a collapse to one class shows as a share near 1).
+
+    python scripts/tier_tables.py steps runs/ft2k-*
 """
 
 from __future__ import annotations
@@ -191,11 +198,56 @@ def stress(folders: list[str], metric: str = "macro_f1") -> str:
     return "\n".join(lines) + f"\n\nSeeds {seeds}; {what}, mean over seeds."
 
 
+def steps(folders: list[str]) -> str:
+    import numpy as np
+
+    from llkd.bench.datasets import load_dataset
+
+    rs = [r for f in folders for r in records(f) if r["kind"] == "student"]
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rs:
+        by[(r["dataset"], r["method"])].append(r)
+    gold_top: dict[str, float] = {}
+    lines = ["| dataset | method | kept per step (of batch) | steps keeping 0 | mean entropy, first → last tenth | top predicted share (gold top) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for (d, m), group in sorted(by.items(), key=lambda kv: (DATASETS.index(kv[0][0]) if kv[0][0] in DATASETS else 99, kv[0][1])):
+        kept, zero, first, last, top = [], [], [], [], []
+        for r in group:
+            run = Path(r["run_dir"])
+            log = run / "steps.jsonl"
+            if log.exists():
+                rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+                if rows:
+                    kept.append(mean(x["selected"] for x in rows))
+                    zero.append(sum(x["selected"] == 0 for x in rows) / len(rows))
+                    u = [x["mean_uncertainty"] for x in rows if x.get("mean_uncertainty") is not None]
+                    if len(u) >= 10:
+                        k = len(u) // 10
+                        first.append(mean(u[:k]))
+                        last.append(mean(u[-k:]))
+            if (run / "test_probs.npy").exists():
+                pred = np.load(run / "test_probs.npy").argmax(1)
+                top.append(float(np.bincount(pred).max() / len(pred)))
+                if d not in gold_top:
+                    data = load_dataset(d, None, r["pool_size"], r["test_size"], r.get("split_seed", 0))
+                    labels = np.asarray(data.test.labels)
+                    gold_top[d] = float(np.bincount(labels).max() / len(labels))
+        if not kept:
+            continue
+        batch = group[0].get("batch_size", 16)
+        ent = f"{mean(first):.3f} → {mean(last):.3f}" if first else "-"
+        tp = f"{max(top):.2f} ({gold_top.get(d, float('nan')):.2f})" if top else "-"
+        lines.append(f"| {d} | {m} | {mean(kept):.1f} of {batch} | {mean(zero):.0%} | {ent} | {tp} |")
+    return "\n".join(lines) + "\n\nMeans over seeds; the top predicted share is the largest over seeds."
+
+
 if __name__ == "__main__":
     kind, *folders = sys.argv[1:]
     if kind in ("stress", "stress-dev"):
         print(stress(folders, "dev_macro_f1" if kind == "stress-dev" else "macro_f1"))
     elif kind.startswith("claim"):  # claim or claim:<method>, e.g. claim:llkd+bal
         print(claim(folders, kind.partition(":")[2] or "llkd"))
+    elif kind == "steps":
+        print(steps(folders))
     else:
         print(bound(folders) if kind == "bound" else variants(folders))
