@@ -234,7 +234,7 @@ def steps(folders: list[str]) -> str:
                     gold_top[d] = float(np.bincount(labels).max() / len(labels))
         if not kept:
             continue
-        batch = group[0].get("batch_size", 16)
+        batch = json.loads(group[0]["fingerprint"])["student"]["batch_size"]
         ent = f"{mean(first):.3f} → {mean(last):.3f}" if first else "-"
         tp = f"{max(top):.2f} ({gold_top.get(d, float('nan')):.2f})" if top else "-"
         lines.append(f"| {d} | {m} | {mean(kept):.1f} of {batch} | {mean(zero):.0%} | {ent} | {tp} |")
