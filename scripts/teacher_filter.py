@@ -62,7 +62,7 @@ def per_class(teacher: str, pool_size: int, datasets: list[str]) -> None:
         for k, name in enumerate(data.schema.names):
             m = y == k
             print(f"| {d} | {name} | {np.mean(g == k):.2f} | {m.mean():.2f} | {acc(m)} | {int((m & cm).sum())} ({acc(m & cm)}) | {int((m & fx).sum())} ({acc(m & fx)}) |")
-        print(f"| {d} | all | | | {acc(np.ones_like(m))} | {int(cm.sum())} ({acc(cm)}) | {int(fx.sum())} ({acc(fx)}) |")
+        print(f"| {d} | all | | | {acc(np.ones(len(y), bool))} | {int(cm.sum())} ({acc(cm)}) | {int(fx.sum())} ({acc(fx)}) |")
 
 
 if __name__ == "__main__":
