@@ -197,3 +197,18 @@ def test_class_balance_downweights_the_dominant_class():
     assert sel.weights[3] > sel.weights[0] and sel.weights.mean() == pytest.approx(1.0)
     state = make("llkd", class_balance="selected_share").state_dict()
     assert "class_share" in state
+
+
+def test_global_teacher_threshold_holds_a_weak_class_to_the_global_level():
+    # class 0 answered with confidence 0.9/0.8, class 1 (the weak class) with 0.6/0.55:
+    # g = 0.7125, m = [0.85, 0.575]; class-wise tau(1) = g * 0.575 / 0.85 = 0.48 keeps both
+    # class-1 rows, the global bar (0.7125) keeps neither.
+    teacher = [[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.45, 0.55]]
+    classwise = make("teacher_adaptive").select(batch(teacher))
+    flat = make("teacher_adaptive", teacher_threshold="global").select(batch(teacher))
+    assert classwise.mask.tolist() == [True, True, True, True]
+    assert flat.mask.tolist() == [True, True, False, False]
+    assert flat.stats["teacher_threshold"] == pytest.approx([0.7125, 0.7125])
+    # the paper's rule keeps its class-wise bar whatever the option says
+    paper = make("llkd-paper", teacher_threshold="global").select(batch(teacher, [[0.5, 0.5]] * 4))
+    assert paper.stats["teacher_threshold"][1] < paper.stats["teacher_threshold"][0]

@@ -38,6 +38,8 @@ VARIANT_TAGS: dict[str, tuple[tuple[str, Any], ...]] = {
     "entropy": (("student_signal", "entropy"),),
     "batch": (("student_threshold", "batch"),),
     "ema": (("student_threshold", "ema"),),
+    "tglobal": (("teacher_threshold", "global"),),
+    "tclass": (("teacher_threshold", "class"),),
     "bal": (("class_balance", "selected_share"),),
     "nobal": (("class_balance", "none"),),  # the default before 2026-11-29's third pass
     "floor2": (("min_per_step", 2),),

@@ -131,8 +131,9 @@ class LLKDSelector(Selector):
     against its own class-wise adaptive threshold; weight the loss by c * u (method.md 3-4).
 
     Beyond the paper, each a config option (method.md 8): the student signal (entropy or
-    1 - p_student(pseudo-label)), a student threshold without EMA lag, a class-balance guard
-    on the selected set, and a floor on samples per step. ``llkd-paper`` ignores them."""
+    1 - p_student(pseudo-label)), a student threshold without EMA lag, a global (not
+    class-wise) teacher threshold, a class-balance guard on the selected set, and a floor on
+    samples per step. ``llkd-paper`` ignores them."""
 
     use_teacher = True
     use_student = True
@@ -142,7 +143,7 @@ class LLKDSelector(Selector):
     def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
         super().__init__(num_classes, cfg, pool_size, seed)
         if self.paper_rule:  # the paper's rule exactly, whatever the variant options say
-            cfg = cfg.model_copy(update={"student_signal": "entropy", "student_threshold": "ema", "class_balance": "none", "min_per_step": 0})
+            cfg = cfg.model_copy(update={"student_signal": "entropy", "student_threshold": "ema", "teacher_threshold": "class", "class_balance": "none", "min_per_step": 0})
         self.options = cfg
         self.teacher_threshold = AdaptiveThreshold(num_classes, cfg.momentum, cfg.init, cfg.init_value)
         # momentum 0: the class-wise levels of the current batch (no lag behind a falling signal)
@@ -165,6 +166,8 @@ class LLKDSelector(Selector):
         if self.use_teacher:
             c = batch.confidence.detach().cpu()
             tau_t = self.teacher_threshold.update(c, y, self.reduce)
+            if opt.teacher_threshold == "global":  # one bar for all classes: g itself
+                tau_t = torch.full_like(tau_t, float(self.teacher_threshold.global_level))
             mask &= above_threshold(c, y, tau_t)
             signals.append(c)
             stats["teacher_threshold"] = tau_t.tolist()
