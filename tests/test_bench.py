@@ -302,3 +302,13 @@ def test_run_fingerprints_ignore_the_output_folder() -> None:
     threads = json.dumps({"student": {"epochs": 3, "output": "runs/a/x/seed0", "threads": 1}, "selection": {"selector": "llkd"}}, sort_keys=True)
     assert same_settings(a, moved) and same_settings(a, threads) and not same_settings(a, other)
     assert not same_settings(a, "") and not same_settings("not json", a)
+
+
+def test_variant_tags_parse_floors_and_reject_unknown_tags() -> None:
+    from llkd.bench.runner import selector_and_overrides
+
+    assert selector_and_overrides("llkd+tglobal+floor8") == ("llkd", (("teacher_threshold", "global"), ("min_per_step", 8)))
+    assert selector_and_overrides("fixed") == ("fixed", ())
+    for bad in ("llkd+floor", "llkd+floorx", "llkd+nope"):
+        with pytest.raises(ValueError, match="unknown LLKD variant tag"):
+            selector_and_overrides(bad)

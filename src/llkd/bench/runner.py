@@ -42,11 +42,18 @@ VARIANT_TAGS: dict[str, tuple[tuple[str, Any], ...]] = {
     "tclass": (("teacher_threshold", "class"),),
     "bal": (("class_balance", "selected_share"),),
     "nobal": (("class_balance", "none"),),  # the default before 2026-11-29's third pass
-    "floor2": (("min_per_step", 2),),
-    "floor4": (("min_per_step", 4),),
     "soft": (("soft_targets", True),),
 }
 DEFAULT_VARIANTS = ["lu", "batch", "lu+batch", "lu+batch+bal", "lu+batch+floor4", "lu+batch+bal+floor4", "lu+batch+soft"]
+
+
+def _variant_tag(tag: str) -> tuple[tuple[str, Any], ...] | None:
+    """A tag's overrides; ``floor<k>`` is a floor of k samples per step (e.g. floor4)."""
+    if tag in VARIANT_TAGS:
+        return VARIANT_TAGS[tag]
+    if tag.startswith("floor") and tag[len("floor"):].isdigit():
+        return (("min_per_step", int(tag[len("floor"):])),)
+    return None
 
 
 def variant_methods(variants: list[str]) -> list[Method]:
@@ -54,10 +61,10 @@ def variant_methods(variants: list[str]) -> list[Method]:
     out = [Method("llkd-paper", "llkd-paper", suite="variants")]
     for v in variants:
         tags = v.split("+")
-        unknown = [t for t in tags if t not in VARIANT_TAGS]
+        unknown = [t for t in tags if _variant_tag(t) is None]
         if unknown:
-            raise ValueError(f"unknown LLKD variant tag(s) {unknown} in '{v}'; known: {', '.join(VARIANT_TAGS)}")
-        overrides = tuple(kv for t in tags for kv in VARIANT_TAGS[t])
+            raise ValueError(f"unknown LLKD variant tag(s) {unknown} in '{v}'; known: {', '.join(VARIANT_TAGS)}, floor<k>")
+        overrides = tuple(kv for t in tags for kv in _variant_tag(t) or ())
         out.append(Method(f"llkd+{v}", "llkd", overrides, suite="variants"))
     return out
 

@@ -109,7 +109,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
     known = set(REFERENCES) | set(SELECTORS.names()) | {f"all{MATCHED}", f"random{MATCHED}"}
     bad = [m for m in methods if m not in known and not m.startswith("llkd+")]
     if bad:
-        raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}, and llkd+<tags> with tags from {', '.join(VARIANT_TAGS)}")
+        raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}, and llkd+<tags> with tags from {', '.join(VARIANT_TAGS)}, floor<k>")
     return BenchSettings(
         datasets=_csv(args.datasets) if args.datasets else list(preset["datasets"]),
         suites=suites,
