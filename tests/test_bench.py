@@ -312,3 +312,13 @@ def test_variant_tags_parse_floors_and_reject_unknown_tags() -> None:
     for bad in ("llkd+floor", "llkd+floorx", "llkd+nope"):
         with pytest.raises(ValueError, match="unknown LLKD variant tag"):
             selector_and_overrides(bad)
+
+
+def test_an_option_added_later_does_not_invalidate_earlier_runs() -> None:
+    from llkd.bench.runner import same_settings
+
+    old = json.dumps({"selection": {"selector": "llkd", "class_balance": "selected_share"}}, sort_keys=True)
+    same = json.dumps({"selection": {"selector": "llkd", "class_balance": "selected_share", "teacher_threshold": "class"}}, sort_keys=True)
+    other = json.dumps({"selection": {"selector": "llkd", "class_balance": "selected_share", "teacher_threshold": "global"}}, sort_keys=True)
+    assert same_settings(old, same) and same_settings(same, old)
+    assert not same_settings(old, other)

@@ -192,6 +192,14 @@ def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray,
     return calibrator.apply(pool), calibrator.apply(test)
 
 
+# Options added after runs were recorded, with the value that reproduces the behaviour from
+# before they existed: a fingerprint without the key means that value, so adding an option
+# does not invalidate every earlier run.
+LEGACY_SETTINGS: dict[tuple[str, str], Any] = {
+    ("selection", "teacher_threshold"): "class",
+}
+
+
 def same_settings(fingerprint_a: str, fingerprint_b: str) -> bool:
     """Whether two run fingerprints describe the same run. The student's output folder and CPU
     thread count are not settings of the method: a bench folder that was moved or copied, or
@@ -201,9 +209,14 @@ def same_settings(fingerprint_a: str, fingerprint_b: str) -> bool:
     except (TypeError, ValueError):
         return False
     for f in (a, b):
-        if isinstance(f, dict) and isinstance(f.get("student"), dict):
+        if not isinstance(f, dict):
+            continue
+        if isinstance(f.get("student"), dict):
             f["student"].pop("output", None)
             f["student"].pop("threads", None)
+        for (section, key), value in LEGACY_SETTINGS.items():
+            if isinstance(f.get(section), dict):
+                f[section].setdefault(key, value)
     return a == b
 
 
