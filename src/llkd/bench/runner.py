@@ -44,6 +44,7 @@ VARIANT_TAGS: dict[str, tuple[tuple[str, Any], ...]] = {
     "nobal": (("class_balance", "none"),),  # the default before 2026-11-29's third pass
     "soft": (("soft_targets", True),),
 }
+VARIANT_TAG_HELP = f"{', '.join(VARIANT_TAGS)}, floor<k>"  # for error messages
 DEFAULT_VARIANTS = ["lu", "batch", "lu+batch", "lu+batch+bal", "lu+batch+floor4", "lu+batch+bal+floor4", "lu+batch+soft"]
 
 
@@ -63,7 +64,7 @@ def variant_methods(variants: list[str]) -> list[Method]:
         tags = v.split("+")
         unknown = [t for t in tags if _variant_tag(t) is None]
         if unknown:
-            raise ValueError(f"unknown LLKD variant tag(s) {unknown} in '{v}'; known: {', '.join(VARIANT_TAGS)}, floor<k>")
+            raise ValueError(f"unknown LLKD variant tag(s) {unknown} in '{v}'; known: {VARIANT_TAG_HELP}")
         overrides = tuple(kv for t in tags for kv in _variant_tag(t) or ())
         out.append(Method(f"llkd+{v}", "llkd", overrides, suite="variants"))
     return out

@@ -96,7 +96,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
             raise ConfigError(f"--seeds must be a count or a comma list of integers, not {args.seeds!r}") from None
         if not seeds:
             raise ConfigError("--seeds names no seed")
-    from llkd.bench.runner import DEFAULT_VARIANTS, MATCHED, REFERENCES, VARIANT_TAGS, selector_and_overrides
+    from llkd.bench.runner import DEFAULT_VARIANTS, MATCHED, REFERENCES, VARIANT_TAG_HELP, selector_and_overrides
     from llkd.selection.selectors import SELECTORS
 
     methods = _csv(args.methods)
@@ -109,7 +109,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
     known = set(REFERENCES) | set(SELECTORS.names()) | {f"all{MATCHED}", f"random{MATCHED}"}
     bad = [m for m in methods if m not in known and not m.startswith("llkd+")]
     if bad:
-        raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}, and llkd+<tags> with tags from {', '.join(VARIANT_TAGS)}, floor<k>")
+        raise ConfigError(f"unknown method(s) {bad}; known: {', '.join(sorted(known))}, and llkd+<tags> with tags from {VARIANT_TAG_HELP}")
     return BenchSettings(
         datasets=_csv(args.datasets) if args.datasets else list(preset["datasets"]),
         suites=suites,

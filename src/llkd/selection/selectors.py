@@ -145,7 +145,7 @@ class LLKDSelector(Selector):
         if self.paper_rule:  # the paper's rule exactly, whatever the variant options say
             cfg = cfg.model_copy(update={"student_signal": "entropy", "student_threshold": "ema", "teacher_threshold": "class", "class_balance": "none", "min_per_step": 0})
         self.options = cfg
-        self.teacher_threshold = AdaptiveThreshold(num_classes, cfg.momentum, cfg.init, cfg.init_value)
+        self.teacher_threshold = AdaptiveThreshold(num_classes, cfg.momentum, cfg.init, cfg.init_value, classwise=cfg.teacher_threshold == "class")
         # momentum 0: the class-wise levels of the current batch (no lag behind a falling signal)
         student_momentum = cfg.momentum if cfg.student_threshold == "ema" else 0.0
         self.student_threshold = AdaptiveThreshold(num_classes, student_momentum, cfg.init, cfg.init_value)
@@ -166,8 +166,6 @@ class LLKDSelector(Selector):
         if self.use_teacher:
             c = batch.confidence.detach().cpu()
             tau_t = self.teacher_threshold.update(c, y, self.reduce)
-            if opt.teacher_threshold == "global":  # one bar for all classes: g itself
-                tau_t = torch.full_like(tau_t, float(self.teacher_threshold.global_level))
             mask &= above_threshold(c, y, tau_t)
             signals.append(c)
             stats["teacher_threshold"] = tau_t.tolist()

@@ -145,14 +145,16 @@ def weighted_soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor
 
 
 class AdaptiveThreshold:
-    """Class-wise self-adaptive threshold on one signal (FreeMatch-style EMA levels)."""
+    """Class-wise self-adaptive threshold on one signal (FreeMatch-style EMA levels).
+    ``classwise=False`` holds every class to the global level g instead of g * m(y) / max m."""
 
-    def __init__(self, num_classes: int, momentum: float, init: str = "first_batch", init_value: float = 0.5) -> None:
+    def __init__(self, num_classes: int, momentum: float, init: str = "first_batch", init_value: float = 0.5, classwise: bool = True) -> None:
         if init not in ("first_batch", "constant"):
             raise ValueError(f"unknown threshold init '{init}'")
         self.num_classes = num_classes
         self.momentum = momentum
         self.init = init
+        self.classwise = classwise
         self.global_level: float | None = None
         self.class_level: torch.Tensor | None = None
         if init == "constant":
@@ -177,6 +179,8 @@ class AdaptiveThreshold:
     def thresholds(self) -> torch.Tensor:
         if self.global_level is None or self.class_level is None:
             return torch.zeros(self.num_classes, dtype=torch.float64)
+        if not self.classwise:
+            return torch.full((self.num_classes,), float(self.global_level), dtype=torch.float64)
         return class_thresholds(self.global_level, self.class_level)
 
     def state_dict(self) -> dict:
