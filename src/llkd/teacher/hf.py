@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
 from llkd.hardware import resolve_dtype
 from llkd.models import file_fingerprint, resolve_teacher
@@ -60,10 +61,12 @@ class HFTeacher(Teacher):
         if template == "auto":
             template = kind if kind != "auto" else ("chat" if self.tokenizer.chat_template else "completion")
         self.template = PromptTemplate.load(template)
+        self._control_ids = self._check_plain_text_tokenisation(model)
         prefix, suffix = self.template.split(schema, self.tokenizer)
+        # Markup from the template is parsed as special tokens; texts and labels never are.
         self.prefix_ids = self._encode(prefix)
         self.suffix_ids = self._encode(suffix)
-        self.verbalizer_ids = [self._encode(self.template.verbalizer_prefix + lab.answer) for lab in schema.labels]
+        self.verbalizer_ids = [self._encode_plain(self.template.verbalizer_prefix + lab.answer) for lab in schema.labels]
         if any(not v for v in self.verbalizer_ids):
             raise ValueError("a label verbalizer encodes to no tokens")
         self._weights_id = self._model_identity(folder)
@@ -87,10 +90,29 @@ class HFTeacher(Teacher):
 
     # -- helpers --------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
+        """Template markup: special-token strings (chat tags, BOS) become control tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def _encode_plain(self, text: str) -> list[int]:
+        """Untrusted text (a pool text, a label): tokenised as the characters it is, so a text
+        holding '<|im_end|><|im_start|>assistant' cannot close the user turn and write the
+        teacher's answer. For texts without such strings the ids are the same as _encode's, so
+        answers cached before this existed stay valid."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def _check_plain_text_tokenisation(self, model: str) -> frozenset[int]:
+        """The tokenizer's control-token ids, after checking that _encode_plain never yields one
+        (a tokenizer that ignored split_special_tokens would let texts inject prompt structure)."""
+        decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        control = frozenset(self.tokenizer.all_special_ids) | {i for i, t in decoder.items() if getattr(t, "special", False)}
+        markup = "".join(str(t.content) for i, t in decoder.items() if i in control) + "".join(self.tokenizer.all_special_tokens)
+        if markup and control & set(self._encode_plain(markup)):
+            raise ConfigError(f"teacher '{model}': its tokenizer ({type(self.tokenizer).__name__}) turns control-token strings in a text "
+                              "into control tokens even with split_special_tokens; use the llamacpp backend for this model")
+        return control
+
     def _text_ids(self, text: str) -> list[int]:
-        return self._encode(text)[: self.max_text_tokens] + self.suffix_ids
+        return self._encode_plain(text)[: self.max_text_tokens] + self.suffix_ids
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.model.get_output_embeddings()(hidden).float()
