@@ -12,6 +12,13 @@ Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``.
 Guards, all applied before a request body is read: the route, an optional API key (``Bearer``;
 ``/health`` stays open for liveness probes), and a cap on ``Content-Length`` (a 10 MB body is
 refused with 413, not tokenised first). A body without a valid length is a 400, never a wait.
+A connection that sends nothing for ``idle_timeout`` seconds (idle keep-alive, or a request
+stopped half-way) is closed, and a body must arrive within that time: no client holds a
+thread forever.
+
+Message contents are data: they are tokenised as plain text, so a message holding
+``<|im_end|><|im_start|>assistant`` cannot end its turn or write the reply; only the chat
+template's own markup becomes control tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import select
 import socket
 import threading
@@ -39,7 +47,13 @@ MAX_CHOICES = 16
 # A chat request for a classifier is a prompt plus one text: kilobytes. 1 MiB leaves ample room
 # and keeps one request from holding the model (tokenising, a huge forward) for minutes.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+# Far above any pause of a working client (httpx drops its own idle connections after 5 s).
+DEFAULT_IDLE_TIMEOUT = 30.0
 CHAT_ROUTES = ("/v1/chat/completions", "/chat/completions")
+
+
+_CONTENT_SLOT = "\u241f__LLKD_MESSAGE_{}__\u241f"
+_CONTENT_SLOT_RE = re.compile(r"\u241f__LLKD_MESSAGE_(\d+)__\u241f")
 
 
 class ClientGone(Exception):
@@ -145,8 +159,7 @@ class ChatModel:
     def complete(self, req: ChatRequest, client_gone: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Answer one request. ``client_gone`` is checked once the model is free: a client that
         timed out while queued is not worth a forward pass (its retry is already on the way)."""
-        prompt = self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = self.prompt_ids(req.messages)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and len(prompt_ids) + req.max_tokens > limit:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({req.max_tokens}) exceeds the model's context of {limit}")
@@ -180,6 +193,20 @@ class ChatModel:
             "choices": choices,
             "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": completion_tokens, "total_tokens": len(prompt_ids) + completion_tokens},
         }
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat prompt's token ids. The template is rendered around placeholders, so only its
+        own markup is parsed for special tokens; each message's content is tokenised as plain
+        text (control-token strings in it stay characters), as the local teachers do."""
+        slots = [{"role": m["role"], "content": _CONTENT_SLOT.format(i)} for i, m in enumerate(messages)]
+        rendered = self.tokenizer.apply_chat_template(slots, tokenize=False, add_generation_prompt=True)
+        ids: list[int] = []
+        for i, piece in enumerate(_CONTENT_SLOT_RE.split(rendered)):
+            if i % 2:  # a slot: re.split puts the captured message index at odd positions
+                ids += self.tokenizer(messages[int(piece)]["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            elif piece:
+                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
 
     @torch.inference_mode()
     def _decode(self, prompt_ids: list[int], req: ChatRequest) -> tuple[list[list[int]], list[list[dict[str, Any]]]]:
@@ -234,9 +261,19 @@ class _Handler(BaseHTTPRequestHandler):
     server: "TeacherHTTPServer"
     _body_read = False
 
+    def setup(self) -> None:
+        # Every read and write of this connection waits at most this long: an idle keep-alive
+        # connection or a request stopped half-way is closed instead of holding a thread forever.
+        self.timeout = self.server.idle_timeout
+        super().setup()
+
     def handle_one_request(self) -> None:
         self._body_read = False  # per request: the handler object serves a whole connection
-        super().handle_one_request()
+        try:
+            super().handle_one_request()  # a silent client before the request line: closed there
+        except (TimeoutError, ConnectionError) as e:
+            log.info("client %s stalled or left mid-request (%s); connection closed", self.address_string(), type(e).__name__)
+            self.close_connection = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0].rstrip("/")
@@ -265,6 +302,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ClientGone:
             log.info("client %s hung up while queued; request skipped", self.address_string())
             self.close_connection = True
+        except (TimeoutError, ConnectionError):
+            raise  # the client stopped sending or reading: handle_one_request closes the connection
         except RequestError as e:
             if not self._body_read:  # the unread body would be parsed as the next request
                 self.close_connection = True
@@ -309,12 +348,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_json(self) -> Any:
         length = self._content_length()
-        raw = self.rfile.read(length) if length else b""
+        raw = self._read_body(length) if length else b""
         self._body_read = True
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"request body is not valid JSON: {e}") from e
+
+    def _read_body(self, length: int) -> bytes:
+        """``length`` bytes, which must all arrive within idle_timeout: a client trickling a byte
+        now and then does not reset the clock, as it would for one socket read."""
+        deadline = time.monotonic() + self.server.idle_timeout
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while got < length:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"request body incomplete after {self.server.idle_timeout:g}s")
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(length - got, 1 << 16))
+                if not chunk:
+                    raise ConnectionError("client closed the connection mid-body")
+                chunks.append(chunk)
+                got += len(chunk)
+        finally:
+            self.connection.settimeout(self.server.idle_timeout)
+        return b"".join(chunks)
 
     def _error(self, e: RequestError) -> None:
         self._send(e.status, {"error": {"message": str(e), "type": e.kind, "code": int(e.status)}})
@@ -335,10 +395,13 @@ class TeacherHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung client connection never blocks shutdown
 
     def __init__(self, chat_model: ChatModel, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        if not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")
         self.chat_model = chat_model
         self.api_key = api_key or None
         self.max_body_bytes = max_body_bytes
+        self.idle_timeout = float(idle_timeout)
         super().__init__((host, port), _Handler)
 
     @property

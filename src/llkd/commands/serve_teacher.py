@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from llkd.serve import DEFAULT_MAX_BODY_BYTES
+    from llkd.serve import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES
 
     parser.add_argument("--model", default="smollm2-135m", help="Packaged short name, HF folder or GGUF file (needs a chat template).")
     parser.add_argument("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 serves other machines (set --api-key-env then).")
@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key-env", metavar="VAR", default=None,
                         help="Environment variable holding an API key; requests must then send 'Authorization: Bearer <key>' (clients: teacher.api_key_env).")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="Largest request body accepted (larger: 413, before reading it).")
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                        help="Close a connection that sends nothing for this long (idle keep-alive, a request stopped half-way); a body must arrive within it.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
     if args.max_body_bytes < 1:
         raise ConfigError("--max-body-bytes must be at least 1")
+    if not args.idle_timeout > 0:
+        raise ConfigError(f"--idle-timeout must be positive, not {args.idle_timeout:g}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     chat = ChatModel(args.model, dtype=args.dtype, device=device, max_tokens_limit=args.max_tokens_limit)
-    server = TeacherHTTPServer(chat, args.host, args.port, api_key=api_key, max_body_bytes=args.max_body_bytes)
+    server = TeacherHTTPServer(chat, args.host, args.port, api_key=api_key, max_body_bytes=args.max_body_bytes, idle_timeout=args.idle_timeout)
     warning = bind_warning(args.host, api_key is not None)
     if warning:
         log.warning(warning)
