@@ -25,7 +25,7 @@ EXPECTED = {
     # EM from a uniform training prior = the maximum-likelihood mixture weight p of
     # 0.5 log(0.9p + 0.1(1-p)) + 0.5 log(0.2p + 0.8(1-p)): 0.8/(0.1+0.8p) = 0.6/(0.8-0.6p) -> p = 29/48.
     # Applied: [0.5, 0.5] -> [29/48, 19/48]; [0.7*29, 0.3*19] = [20.3, 5.7] -> /26.
-    "prior": [[29 / 48, 19 / 48], [20.3 / 26, 5.7 / 26]],
+    "em": [[29 / 48, 19 / 48], [20.3 / 26, 5.7 / 26]],
     # weights w with mean_i normalise(q_i * w) = [0.5, 0.5]; r = w0/w1 solves
     # 0.9r/(0.9r+0.1) + 0.2r/(0.2r+0.8) = 1 -> r^2 = 4/9, r = 2/3, w = [0.4, 0.6].
     # Applied: [0.5, 0.5] -> [0.4, 0.6]; [0.28, 0.18] -> [14/23, 9/23].
@@ -34,7 +34,8 @@ EXPECTED = {
 
 
 def test_registry_names() -> None:
-    assert CALIBRATORS.names() == sorted(EXPECTED)
+    # prior and auto are data-dependent (estimated priors, a dev split): tested below
+    assert CALIBRATORS.names() == sorted([*EXPECTED, "prior", "auto"])
     with pytest.raises(KeyError, match="unknown calibration"):
         CALIBRATORS.get("platt")
 
@@ -51,13 +52,13 @@ def test_each_calibrator_on_a_hand_computed_matrix(name: str) -> None:
 def test_fitted_states() -> None:
     assert fit_calibrator("mean", POOL).state()["reference"] == pytest.approx([0.55, 0.45])
     assert fit_calibrator("contextual", None, CONTENT_FREE).state()["reference"] == pytest.approx([0.8, 0.2])
-    prior = fit_calibrator("prior", POOL).state()
+    prior = fit_calibrator("em", POOL).state()
     assert prior["prior"] == pytest.approx([29 / 48, 19 / 48], abs=2e-5) and prior["converged"] and prior["train_prior"] == "uniform"
     balanced = fit_calibrator("balanced", POOL).state()
     assert balanced["weights"] == pytest.approx([0.4, 0.6], abs=2e-5) and balanced["converged"]
 
 
-@pytest.mark.parametrize("name", ["mean", "prior", "balanced"])
+@pytest.mark.parametrize("name", ["mean", "em", "balanced", "prior"])
 def test_reference_is_the_pool_not_the_split(name: str) -> None:
     cal = fit_calibrator(name, POOL)
     before = cal.state()
@@ -72,7 +73,7 @@ def test_reference_is_the_pool_not_the_split(name: str) -> None:
 
 
 def test_nan_rows_are_ignored_when_fitting() -> None:
-    for name in ("mean", "prior", "balanced"):
+    for name in ("mean", "em", "balanced", "prior", "auto"):
         assert fit_calibrator(name, POOL).state() == fit_calibrator(name, POOL[:2]).state()
 
 
@@ -100,7 +101,7 @@ def test_prior_em_recovers_a_skewed_prior() -> None:
     q = np.exp(loglik - loglik.max(1, keepdims=True))
     q /= q.sum(1, keepdims=True)
     assert np.abs(q.mean(0) - true_prior).max() > 0.05  # the plain mean posterior is off
-    cal = fit_calibrator("prior", q)
+    cal = fit_calibrator("em", q)
     assert cal.state()["converged"]
     assert np.array(cal.state()["prior"]) == pytest.approx(true_prior, abs=0.02)
     # the shifted posteriors predict the labels at least as well as the raw ones
@@ -108,7 +109,7 @@ def test_prior_em_recovers_a_skewed_prior() -> None:
 
 
 def test_em_from_the_mean_prediction_is_a_no_op() -> None:
-    # Why `prior` starts from a uniform training prior: from the teacher's own mean prediction
+    # Why `em` starts from a uniform training prior: from the teacher's own mean prediction
     # the EM stops at once, the mean being its fixed point.
     mean = np.nanmean(POOL, axis=0)
     prior, iterations, converged = em_prior(POOL, mean)
@@ -148,7 +149,8 @@ def test_config_and_bench_offer_the_registry_names() -> None:
 def test_bench_calibrate_uses_the_pool_reference() -> None:
     from llkd.bench.runner import calibrate
 
-    pool, test = calibrate(POOL, TEST, "mean")
+    pool, test, calibrator = calibrate(POOL, TEST, "mean")
+    assert calibrator.name == "mean"
     assert test[:2] == pytest.approx(np.array(EXPECTED["mean"]))  # the pool's reference, not the test split's
     assert pool == pytest.approx(fit_calibrator("mean", POOL).apply(POOL), nan_ok=True)
     assert calibrate(POOL, TEST, "none")[1] == pytest.approx(TEST, nan_ok=True)

@@ -50,6 +50,26 @@ class ClassificationReport:
         return "\n".join(lines)
 
 
+def macro_f1(gold: Sequence[int], pred: Sequence[int], num_classes: int) -> float:
+    """Macro-F1 over the classes present in gold or predictions (as classification_report)."""
+    cm = confusion_matrix(np.asarray(gold), np.asarray(pred), num_classes)
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    return float(per_class_prf(cm)[2][present].mean()) if present.any() else float("nan")
+
+
+def reweighted_macro_f1(gold: Sequence[int], pred: Sequence[int], num_classes: int, target_prior: Sequence[float]) -> float:
+    """Macro-F1 the predictions would score on a split whose class mix were ``target_prior``:
+    each gold-class row of the confusion matrix is rescaled to that class's target share
+    (importance weights pi_target(y) / pi_split(y)). Used where a pool was resampled to a skewed
+    prior but the test split kept its own, so all its texts still count."""
+    cm = confusion_matrix(np.asarray(gold), np.asarray(pred), num_classes).astype(np.float64)
+    support = cm.sum(axis=1, keepdims=True)
+    target = np.asarray(target_prior, dtype=np.float64).reshape(-1, 1)
+    cm = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0) * target
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    return float(per_class_prf(cm)[2][present].mean()) if present.any() else float("nan")
+
+
 def classification_report(gold: Sequence[int], pred: Sequence[int], labels: list[str]) -> ClassificationReport:
     """Macro-F1 averages over every class of the schema (a class never predicted scores 0),
     over classes present in gold or predictions."""
