@@ -114,7 +114,7 @@ class Teacher:
     file, or a model on an OpenAI-compatible server (``base_url=``). Answers are cached in
     SQLite (``cache=``, default under ``~/.cache/llkd``), so labelling resumes after a kill
     and a second call asks only for texts not answered yet. ``calibration`` (default: the
-    config's, ``balanced``) is fitted on the texts of each :meth:`label` call.
+    config's, ``auto``) is fitted on the texts of each :meth:`label` call.
 
     ``options`` are further teacher settings (``batch_size``, ``template``, ``device``,
     ``dtype``, ``concurrency``, ...; see ``llkd label --help``)."""
@@ -126,16 +126,20 @@ class Teacher:
         raw = {"model": model, "backend": backend or ("openai" if base_url else "hf"), **{k: v for k, v in given.items() if v is not None}, **options}
         self.config = LLKDConfig.validated({"teacher": raw}, source="Teacher").teacher
 
-    def label(self, texts: Any, *, calibrated_on: TeacherLabels | None = None, text_column: str = "text", id_column: str | None = None,
-              progress: bool = True) -> TeacherLabels:
+    def label(self, texts: Any, *, calibrated_on: TeacherLabels | None = None, dev: Any = None, text_column: str = "text",
+              id_column: str | None = None, label_column: str = "label", progress: bool = True) -> TeacherLabels:
         """The teacher's answers for ``texts``. Calibration (if any) is fitted on these texts,
         or, with ``calibrated_on``, reuses the calibrator fitted on another call's texts (label
-        the pool first, then a test split ``calibrated_on=pool_answers``)."""
+        the pool first, then a test split ``calibrated_on=pool_answers``). ``dev``: gold-labelled
+        texts; ``auto`` calibration chooses its calibrator on them and ``prior`` estimates the
+        class prior from the teacher's confusion there (``answers.calibrator.state()`` says
+        what was chosen and why)."""
         data = as_text_set(texts, text_column, id_column, schema=self.schema)
         if calibrated_on is not None:
             run = calibrate_split(self.config, self.schema, data, calibrated_on.calibrator, progress=progress)
         else:
-            run = pseudo_label(self.config, self.schema, data, progress=progress)
+            dev_set = as_text_set(dev, text_column, id_column, label_column, self.schema, require_labels=True) if dev is not None else None
+            run = pseudo_label(self.config, self.schema, data, progress=progress, dev=dev_set)
         res = run.labels
         return TeacherLabels(data, self.schema, res.probs, list(res.methods), dict(res.failures), run.identity, run.calibrator)
 
@@ -214,7 +218,9 @@ class Student:
                                   f"student options: {', '.join(StudentConfig.model_fields)}")
         cfg = LLKDConfig.validated({"selection": selection, "student": student}, source="Student.train")
         dev_set = as_text_set(dev, text_column, id_column, label_column, schema, require_labels=True) if dev is not None else None
-        result, meter = train_student(cfg, schema, pool, probs, dev_set, progress=progress)
+        calibrator = getattr(teacher, "calibrator", None)
+        prior = getattr(calibrator, "class_prior", None)  # the guard's target; None: the pseudo-labels' shares
+        result, meter = train_student(cfg, schema, pool, probs, dev_set, progress=progress, class_prior=prior)
         return cls(result.model_dir, schema, result=result, config=cfg, pool=pool, teacher_probs=probs, train_seconds=meter.seconds)
 
     @classmethod
@@ -279,15 +285,16 @@ class Student:
 
 
 def select(teacher_probs: Any, student_probs: Any = None, *, selector: str = "llkd", batch_size: int | None = None, seed: int = 0,
-           **options: Any) -> tuple[np.ndarray, np.ndarray]:
+           class_prior: Any = None, **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Run a selector over arrays: which samples to train on, and with what loss weight.
 
     ``teacher_probs`` [N, C] (rows with NaN: no teacher answer, never selected) and, for
     selectors that look at the student (``llkd``, ``student_adaptive``, ``freematch``),
     ``student_probs`` [N, C]. Samples are taken in order in batches of ``batch_size`` (default:
     all N as one batch); adaptive thresholds start from the first batch and move by ``momentum``
-    per batch, as in training. ``options`` are selection settings (``momentum``, ``weighted``,
-    ``init``, ``fixed_threshold``, ``keep_rate``, ...).
+    per batch, as in training. ``class_prior``: the class shares the class-balance guard aims
+    at (default: the shares of the teacher's pseudo-labels). ``options`` are selection
+    settings (``momentum``, ``weighted``, ``init``, ``fixed_threshold``, ``keep_rate``, ...).
 
     Returns ``(mask, weights)``: mask [N] bool; weights [N] float, mean 1 over the selected
     samples of each batch and 0 elsewhere."""
@@ -307,7 +314,9 @@ def select(teacher_probs: Any, student_probs: Any = None, *, selector: str = "ll
     weights = np.zeros(len(t), dtype=np.float64)
     if not len(rows):
         return mask, weights
-    chooser = build_selector(cfg, t.shape[1], len(rows), seed)
+    if class_prior is None:
+        class_prior = np.bincount(t[rows].argmax(axis=1), minlength=t.shape[1]) / len(rows)
+    chooser = build_selector(cfg, t.shape[1], len(rows), seed, np.asarray(class_prior, dtype=np.float64))
     if chooser.needs_student and s is None:
         raise ValueError(f"selector '{selector}' needs student_probs")
     size = batch_size or len(rows)

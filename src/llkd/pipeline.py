@@ -20,7 +20,7 @@ from llkd.data.schema import LabelSchema
 from llkd.evaluation.metering import StageMeter
 from llkd.evaluation.metrics import ClassificationReport, classification_report
 from llkd.teacher.cache import TeacherCache
-from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, Calibrator
+from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, Calibrator, LabelledAnswers
 from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,14 @@ class TeacherRun:
     calibrator: Calibrator  # fitted on the pool; calibrate_split applies it to other splits
 
 
-def pseudo_label(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool = True, desc: str = "teacher") -> TeacherRun:
+def pseudo_label(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool = True, desc: str = "teacher",
+                 dev: TextSet | None = None) -> TeacherRun:
     """Teacher answers for the unlabeled pool (cached), calibrated as configured: the
     calibrator is fitted on these answers and returned, so other splits get the same reference
-    (:func:`calibrate_split`)."""
+    (:func:`calibrate_split`). ``dev``: a labelled split; calibrators that use one (auto,
+    prior) also get the teacher's answers on it (cached too)."""
     calibrator = CALIBRATORS.get(cfg.calibration)()
-    run = _answers(cfg, schema, texts, progress, desc, calibrator, fit=True)
+    run = _answers(cfg, schema, texts, progress, desc, calibrator, fit=True, dev=dev)
     log.info("calibration fitted on the pool: %s", calibrator.state())
     return run
 
@@ -64,7 +66,20 @@ def calibrate_split(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, cal
     return _answers(cfg, schema, texts, progress, desc, calibrator, fit=False)
 
 
-def _answers(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool, desc: str, calibrator: Calibrator, fit: bool) -> TeacherRun:
+def calibration_summary(calibrator: Calibrator) -> str:
+    """One line for the console and the run report: which calibration, fitted how."""
+    st = calibrator.state()
+    prior = ", ".join(f"{v:.3f}" for v in st.get("class_prior") or [])
+    if st["name"] == "auto":
+        inner = st["fitted"]
+        where = f" ({inner['target']})" if "target" in inner else ""
+        return f"calibration auto -> {st['chosen']}{where}: {st['reason']}; estimated class prior [{prior}]"
+    where = f" toward {st['target']}" if "target" in st else ""
+    return f"calibration {st['name']}{where}; estimated class prior [{prior}]"
+
+
+def _answers(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool, desc: str, calibrator: Calibrator, fit: bool,
+             dev: TextSet | None = None) -> TeacherRun:
     """Raw answers through the cache, then ``calibrator`` (fitted on these answers first when ``fit``)."""
     with StageMeter("teacher") as meter, TeacherCache(cfg.cache_path()) as cache:
         teacher = build_teacher(cfg, schema)
@@ -74,7 +89,11 @@ def _answers(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: 
                 content_free = None
                 if calibrator.needs_content_free:
                     content_free = label_texts(teacher, [CONTENT_FREE], cache, progress=False).probs[0]
-                calibrator.fit(result.probs, content_free)
+                dev_answers = None
+                if calibrator.uses_dev and dev is not None and dev.labels is not None:
+                    dev_probs = label_texts(teacher, dev.texts, cache, ids=dev.ids, progress=progress, desc=f"{desc}[dev]").probs
+                    dev_answers = LabelledAnswers(dev_probs, np.asarray(dev.labels))
+                calibrator.fit(result.probs, content_free, dev_answers)
             result.probs = calibrator.apply(result.probs)
             identity = teacher.identity()
         finally:
@@ -86,10 +105,13 @@ def evaluate_probs(probs: np.ndarray, gold: list[int], schema: LabelSchema) -> C
     return classification_report(gold, probs.argmax(axis=1), schema.names)
 
 
-def train_student(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, teacher_probs: np.ndarray, dev: TextSet | None = None, progress: bool = True) -> tuple[Any, StageMeter]:
+def train_student(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, teacher_probs: np.ndarray, dev: TextSet | None = None, progress: bool = True,
+                  class_prior: np.ndarray | None = None) -> tuple[Any, StageMeter]:
+    """``class_prior``: the pool's class shares from the teacher's calibration
+    (``TeacherRun.calibrator.class_prior``), the class-balance guard's target."""
     from llkd.student.trainer import StudentTrainer
 
-    trainer = StudentTrainer(cfg.student, cfg.selection, schema, pool, teacher_probs, dev=dev, progress=progress)
+    trainer = StudentTrainer(cfg.student, cfg.selection, schema, pool, teacher_probs, dev=dev, progress=progress, class_prior=class_prior)
     with StageMeter("student") as meter:
         result = trainer.train()
     return result, meter

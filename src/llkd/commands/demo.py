@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from llkd.config import LLKDConfig
-from llkd.pipeline import (calibrate_split, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student,
+from llkd.pipeline import (calibrate_split, calibration_summary, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student,
                            write_json)
 
 HELP = "Run teacher -> LLKD student -> evaluation on the bundled AG News slice (SmolLM2-135M teacher, MiniLM student) and print one table."
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"teacher {cfg.teacher.model} (calibration: {cfg.teacher.calibration}), student {cfg.student.model}; teacher cache {cfg.teacher.cache_path()}")
 
     t_pool = pseudo_label(cfg.teacher, schema, pool, progress, desc="teacher[pool]")
+    print(calibration_summary(t_pool.calibrator))
     # the test split gets the pool's calibration reference, never its own statistics
     t_test = calibrate_split(cfg.teacher, schema, test, t_pool.calibrator, progress, desc="teacher[test]")
     assert test.labels is not None
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         run_cfg.selection.selector = selector
         run_cfg.student.output = args.output / selector
         run_cfg.student.resume = False
-        result, meter = train_student(run_cfg, schema, pool, t_pool.labels.probs, progress=progress)
+        result, meter = train_student(run_cfg, schema, pool, t_pool.labels.probs, progress=progress, class_prior=t_pool.calibrator.class_prior)
         report, _, ev = evaluate_student(result.model_dir, test, cfg.student.max_length)
         rows.append([f"student [{selector}]", report.accuracy, report.macro_f1, f"{result.data_usage:.1%}",
                      f"{result.gradient_samples}/{result.sample_steps_seen}", meter.seconds + ev.seconds, max(meter.peak_rss_mb, ev.peak_rss_mb)])

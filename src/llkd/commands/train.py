@@ -8,7 +8,7 @@ import numpy as np
 
 from llkd.config import add_config_flags, config_from_args
 from llkd.data.errors import DataError
-from llkd.pipeline import calibrate_split, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
+from llkd.pipeline import calibrate_split, calibration_summary, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
 from llkd.preflight import check_run
 
 HELP = "Train a student encoder on the teacher's pseudo-labels, selecting samples with the chosen selector (default: llkd)."
@@ -36,17 +36,20 @@ def run(args: argparse.Namespace) -> int:
     pool = load_split(cfg.data, "pool", schema)
     dev = load_split(cfg.data, "dev", schema, require_labels=True) if cfg.data.dev else None
     test = load_split(cfg.data, "test", schema, require_labels=True) if cfg.data.test else None
-    teacher = pseudo_label(cfg.teacher, schema, pool, progress=not args.no_progress)
+    teacher = pseudo_label(cfg.teacher, schema, pool, progress=not args.no_progress, dev=dev)
+    print(calibration_summary(teacher.calibrator))
     failures = teacher.labels.failures
     if not teacher.labels.answered.any():
         example = next(iter(failures.values()), "no reason recorded")
         raise DataError(f"no pool text got a teacher answer ({len(failures)} failed; e.g. {example}); nothing to train on")
     if failures:
         print(f"warning: {len(failures)} pool texts have no teacher answer and are left out (re-run `llkd label` to retry)")
-    result, meter = train_student(cfg, schema, pool, teacher.labels.probs, dev, progress=not args.no_progress)
+    result, meter = train_student(cfg, schema, pool, teacher.labels.probs, dev, progress=not args.no_progress,
+                                  class_prior=teacher.calibrator.class_prior)
     if not _main_process():
         return 0  # under torchrun / accelerate launch only rank 0 evaluates, reports and writes summary.json
-    summary = {"selector": cfg.selection.selector, **result.summary(), "teacher": teacher.meter.as_dict(), "train": meter.as_dict()}
+    summary = {"selector": cfg.selection.selector, **result.summary(), "teacher": teacher.meter.as_dict(), "train": meter.as_dict(),
+               "calibration": teacher.calibrator.state()}
     print(f"student saved to {result.model_dir}")
     print(f"data usage {result.data_usage:.1%} of the pool; {result.gradient_samples} gradient samples in {result.optimizer_updates} updates over {result.steps} steps; "
           f"train {meter.seconds:.1f}s, peak {meter.peak_rss_mb:.0f} MB")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             gold, ok = np.asarray(test.labels), t_test.labels.answered
             scored = ScoredSplit(str(cfg.data.test), gold, test_probs, t_test.labels.probs)
             summary["teacher_test"] = evaluate_probs(t_test.labels.probs[ok], list(gold[ok]), schema).as_dict()
-        path = write_run_report(cfg.student.output, schema, result, teacher.labels.probs, settings=run_settings(cfg, meter.seconds),
+        path = write_run_report(cfg.student.output, schema, result, teacher.labels.probs, settings={**run_settings(cfg, meter.seconds), "calibration": calibration_summary(teacher.calibrator)},
                                 pool_gold=pool.labels, test=scored, dev_size=len(dev) if dev is not None else None)
         print(f"report written to {path}")
     write_json(cfg.student.output / "summary.json", summary)

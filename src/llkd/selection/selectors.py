@@ -58,8 +58,10 @@ class Selector(ABC):
     needs_student: bool = False  # run a forward-only scoring pass before selecting
     soft_targets: bool = False  # train on the teacher distribution instead of hard labels
 
-    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0, class_prior: np.ndarray | None = None) -> None:
         self.num_classes = num_classes
+        # the class shares the teacher's calibration estimated for the pool (None: uniform)
+        self.class_prior = None if class_prior is None else torch.as_tensor(np.asarray(class_prior, dtype=np.float64) / np.sum(class_prior))
         self.cfg = cfg
         self.pool_size = pool_size
         self.seed = seed
@@ -81,8 +83,8 @@ class Selector(ABC):
 SELECTORS: Registry[Selector] = Registry("selector")
 
 
-def build_selector(cfg: SelectionConfig, num_classes: int, pool_size: int, seed: int) -> Selector:
-    return SELECTORS.get(cfg.selector)(num_classes, cfg, pool_size=pool_size, seed=seed)
+def build_selector(cfg: SelectionConfig, num_classes: int, pool_size: int, seed: int, class_prior: np.ndarray | None = None) -> Selector:
+    return SELECTORS.get(cfg.selector)(num_classes, cfg, pool_size=pool_size, seed=seed, class_prior=class_prior)
 
 
 @SELECTORS.register("all")
@@ -102,8 +104,8 @@ class RandomSelector(Selector):
     """A fixed random subset of the pool of size keep_rate * N (set keep_rate to LLKD's data
     usage for the matched-budget baseline); a sample in it is used whenever it comes up."""
 
-    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
-        super().__init__(num_classes, cfg, pool_size, seed)
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0, class_prior: np.ndarray | None = None) -> None:
+        super().__init__(num_classes, cfg, pool_size, seed, class_prior)
         if pool_size <= 0:
             raise ValueError("random selector needs the pool size")
         keep = np.zeros(pool_size, dtype=bool)
@@ -140,8 +142,8 @@ class LLKDSelector(Selector):
     needs_student = True
     paper_rule = False
 
-    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
-        super().__init__(num_classes, cfg, pool_size, seed)
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0, class_prior: np.ndarray | None = None) -> None:
+        super().__init__(num_classes, cfg, pool_size, seed, class_prior)
         if self.paper_rule:  # the paper's rule exactly, whatever the variant options say
             cfg = cfg.model_copy(update={"student_signal": "entropy", "student_threshold": "ema", "teacher_threshold": "class", "class_balance": "none", "min_per_step": 0})
         self.options = cfg
@@ -149,7 +151,9 @@ class LLKDSelector(Selector):
         # momentum 0: the class-wise levels of the current batch (no lag behind a falling signal)
         student_momentum = cfg.momentum if cfg.student_threshold == "ema" else 0.0
         self.student_threshold = AdaptiveThreshold(num_classes, student_momentum, cfg.init, cfg.init_value)
-        self.class_share = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
+        # the EMA starts at the guard's target, so the first steps are not reweighted
+        prior_target = cfg.class_balance_target == "prior" and self.class_prior is not None
+        self.class_share = self.class_prior.clone() if prior_target else torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
 
     def student_signal(self, batch: SelectionBatch) -> torch.Tensor:
         if self.options.student_signal == "label_uncertainty":
@@ -196,7 +200,8 @@ class LLKDSelector(Selector):
             if self.reduce is not None:
                 counts = self.reduce(counts).cpu()
             self.class_share = update_class_share(self.class_share, counts, opt.momentum)
-            weights = loss_weights(mask, weights, balance_multipliers(self.class_share)[y].float())
+            target = self.class_prior if opt.class_balance_target == "prior" else None
+            weights = loss_weights(mask, weights, balance_multipliers(self.class_share, target)[y].float())
             stats["class_share"] = [round(float(v), 4) for v in self.class_share]
         return Selection(mask, weights, stats)
 
@@ -240,8 +245,8 @@ class FreeMatchSelector(Selector):
 
     needs_student = True
 
-    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0) -> None:
-        super().__init__(num_classes, cfg, pool_size, seed)
+    def __init__(self, num_classes: int, cfg: SelectionConfig, pool_size: int = 0, seed: int = 0, class_prior: np.ndarray | None = None) -> None:
+        super().__init__(num_classes, cfg, pool_size, seed, class_prior)
         self.threshold = AdaptiveThreshold(num_classes, cfg.momentum, cfg.init, cfg.init_value)
 
     def select(self, batch: SelectionBatch) -> Selection:

@@ -99,11 +99,12 @@ def update_class_share(share: torch.Tensor, counts: torch.Tensor, momentum: floa
     return momentum * share + (1.0 - momentum) * counts.double() / total
 
 
-def balance_multipliers(share: torch.Tensor, lo: float = 0.1, hi: float = 10.0) -> torch.Tensor:
-    """(1/C) / share(y), clipped: a class that takes more than its even share of the selected
-    samples weighs less, one that takes less weighs more."""
-    c = share.numel()
-    return ((1.0 / c) / share.clamp_min(1e-6)).clamp(lo, hi)
+def balance_multipliers(share: torch.Tensor, target: torch.Tensor | None = None, lo: float = 0.1, hi: float = 10.0) -> torch.Tensor:
+    """target(y) / share(y), clipped (target default: 1/C each): a class that takes more than
+    its target share of the selected samples weighs less, one that takes less weighs more."""
+    if target is None:
+        target = torch.full_like(share, 1.0 / share.numel())
+    return (target.to(share.dtype) / share.clamp_min(1e-6)).clamp(lo, hi)
 
 
 def loss_weights(mask: torch.Tensor, *signals: torch.Tensor) -> torch.Tensor:

@@ -106,9 +106,12 @@ class StudentTrainer:
         teacher_probs: np.ndarray,
         dev: TextSet | None = None,
         progress: bool = True,
+        class_prior: np.ndarray | None = None,
     ) -> None:
         """``teacher_probs`` [N, C] aligned with ``pool``; rows that are NaN (no teacher
-        answer) are left out of training."""
+        answer) are left out of training. ``class_prior``: the pool's class shares as the
+        teacher's calibration estimated them (the class-balance guard's target); default: the
+        shares of the given pseudo-labels."""
         if teacher_probs.shape != (len(pool), schema.num_labels):
             raise ValueError(f"teacher_probs has shape {teacher_probs.shape}, expected {(len(pool), schema.num_labels)}")
         self.cfg = student
@@ -121,6 +124,9 @@ class StudentTrainer:
         self.pool = pool
         self.teacher_probs = torch.tensor(np.nan_to_num(teacher_probs[self.rows]), dtype=torch.float32)
         self.pseudo_labels = self.teacher_probs.argmax(dim=1)
+        if class_prior is None:
+            class_prior = np.bincount(self.pseudo_labels.numpy(), minlength=schema.num_labels) / len(self.rows)
+        self.class_prior = np.asarray(class_prior, dtype=np.float64)
         self.dev = dev
         self.progress = progress
         self.output = Path(student.output)
@@ -164,7 +170,7 @@ class StudentTrainer:
             body = [p for name, p in model.named_parameters() if not _is_head(name) and p.requires_grad]
             param_groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.resolved_head_lr()}]
         self._tokenizer, self._device = tokenizer, device
-        selector = build_selector(self.selection_cfg, self.schema.num_labels, n, cfg.seed)
+        selector = build_selector(self.selection_cfg, self.schema.num_labels, n, cfg.seed, self.class_prior)
         if acc.num_processes > 1:
             selector.reduce = lambda t: acc.reduce(t.to(device), reduction="sum")
 
