@@ -304,3 +304,59 @@ def load_dataset(name: str, data_root: str | Path | None = None, pool_size: int 
         "notes": spec.notes,
     }
     return BenchData(name, schema, pool_set, [y for _, y in pool], test_set, provenance, dev_set)
+
+
+# -- stress: skewed priors -----------------------------------------------------------------
+def _subset(texts: TextSet, rows: np.ndarray, source: str) -> TextSet:
+    labels = None if texts.labels is None else [texts.labels[i] for i in rows]
+    return TextSet([texts.ids[i] for i in rows], [texts.texts[i] for i in rows], labels, source)
+
+
+def long_tail_rows(gold: np.ndarray, num_classes: int, ratio: float, order: np.ndarray) -> np.ndarray:
+    """Rows of a long-tailed subset: class ``order[k]`` keeps n_max * ratio^(-k / (C - 1)) of
+    its rows (n_max = the smallest class count, so every class can supply its share), i.e. the
+    usual exponential profile with imbalance ratio ``ratio`` (largest / smallest class). Within
+    a class the first rows are kept, so the subset is fixed by the order alone."""
+    gold = np.asarray(gold)
+    per_class = [np.flatnonzero(gold == c) for c in range(num_classes)]
+    n_max = min(len(r) for r in per_class)
+    keep = []
+    for rank, c in enumerate(order):
+        n = max(1, int(round(n_max * ratio ** (-rank / max(num_classes - 1, 1)))))
+        keep.append(per_class[int(c)][:n])
+    return np.sort(np.concatenate(keep))
+
+
+def carve_dev_from_pool(data: BenchData, size: int) -> BenchData:
+    """The last ``size`` pool texts become the gold-labelled dev split (pool side; their
+    teacher answers are the pool's), the rest stay the pool. Used where the dev split needs
+    teacher answers, which the committed files hold for pool texts."""
+    if not 0 < size < len(data.pool):
+        raise DataError(f"{data.name}: a dev split of {size} cannot be carved from a pool of {len(data.pool)}")
+    n = len(data.pool) - size
+    gold = list(data.pool_gold)
+    dev = TextSet(data.pool.ids[n:], data.pool.texts[n:], gold[n:], f"{data.name}:dev(pool)")
+    pool = TextSet(data.pool.ids[:n], data.pool.texts[:n], None, data.pool.source)
+    prov = {**data.provenance, "pool_size": n, "pool_digest": _digest(pool.texts), "dev_size": size, "dev_digest": _digest(dev.texts), "dev_from_pool": size}
+    return BenchData(data.name, data.schema, pool, gold[:n], data.test, prov, dev)
+
+
+def skew_pool(data: BenchData, ratio: float, head: int = 0) -> BenchData:
+    """The pool (and a dev split, if any) resampled to a long-tailed prior with imbalance ratio
+    ``ratio`` (:func:`long_tail_rows`): class ``head`` is the largest, the others follow in
+    schema order (wrapping round), each smaller than the one before. Gold labels pick the rows:
+    the benchmark builds the stress case, no method sees them. The test split keeps its own
+    distribution."""
+    c = data.schema.num_labels
+    order = np.roll(np.arange(c), -(head % c))
+    rows = long_tail_rows(np.asarray(data.pool_gold), c, ratio, order)
+    pool = _subset(data.pool, rows, f"{data.pool.source}:lt{ratio:g}")
+    gold = [data.pool_gold[i] for i in rows]
+    dev = data.dev
+    if dev is not None and dev.labels is not None:
+        dev = _subset(dev, long_tail_rows(np.asarray(dev.labels), c, ratio, order), f"{dev.source}:lt{ratio:g}")
+    prov = {**data.provenance, "pool_size": len(pool), "pool_digest": _digest(pool.texts), "imbalance_ratio": ratio,
+            "imbalance_order": [int(k) for k in order], "pool_prior": [round(float(v), 4) for v in np.bincount(gold, minlength=c) / len(gold)]}
+    if dev is not None:
+        prov.update(dev_size=len(dev), dev_digest=_digest(dev.texts))
+    return BenchData(data.name, data.schema, pool, gold, data.test, prov, dev)

@@ -18,11 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llkd.bench.datasets import BenchData, load_dataset
+from llkd.bench.datasets import BenchData, carve_dev_from_pool, load_dataset, skew_pool
 from llkd.bench.noise import NoiseSpec, inject_noise
 from llkd.bench.teacher import TeacherAnswers, get_answers
-from llkd.evaluation.metrics import classification_report
-from llkd.teacher.calibration import fit_calibrator
+from llkd.evaluation.metrics import classification_report, reweighted_macro_f1
+from llkd.pipeline import calibration_summary
+from llkd.teacher.calibration import CALIBRATORS, Calibrator, LabelledAnswers, fit_calibrator, total_variation
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,10 @@ class BenchSettings:
     threads: int | None = None
     device: str = "auto"
     teacher_dtype: str = "auto"
-    calibration: str = "balanced"  # llkd.teacher.calibration name, fitted on the pool (no gold used)
+    calibration: str = "auto"  # llkd.teacher.calibration name, fitted on the pool (gold only of a dev split, when there is one)
+    dev_from_pool: int = 0  # > 0: the last N pool texts become the dev split (their teacher answers exist)
+    imbalance: float = 0.0  # > 1: the pool (and dev) resampled to a long-tailed prior with this imbalance ratio
+    imbalance_head: int = 0  # the class index that is the largest under imbalance
     split_seed: int = 0
     data_root: Path | None = None
     answers_dir: Path | None = None
@@ -185,12 +189,14 @@ class BenchSettings:
                 "lr": self.lr, "head_lr": self.resolved_head_lr(), "dtype": self.student_dtype, "threads": self.threads, "device": self.device}
 
 
-def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
-    """The calibration ``how`` (llkd.teacher.calibration) fitted on the pool only and applied
-    with that same reference to both splits (no gold labels involved). The benchmark keeps no
-    content-free answer, so contextual calibration is refused here."""
-    calibrator = fit_calibrator(how, pool)
-    return calibrator.apply(pool), calibrator.apply(test)
+def calibrate(pool: np.ndarray, test: np.ndarray, how: str, dev: tuple[np.ndarray, list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, Calibrator]:
+    """The calibration ``how`` (llkd.teacher.calibration) fitted on the pool only (and the
+    teacher's answers on a gold-labelled dev split, for calibrators that use one) and applied
+    with that same reference to both splits. The benchmark keeps no content-free answer, so
+    contextual calibration is refused here."""
+    labelled = LabelledAnswers(dev[0], np.asarray(dev[1])) if dev is not None else None
+    calibrator = fit_calibrator(how, pool, None, labelled)
+    return calibrator.apply(pool), calibrator.apply(test), calibrator
 
 
 # Options added after runs were recorded, with the value that reproduces the behaviour from
@@ -198,6 +204,7 @@ def calibrate(pool: np.ndarray, test: np.ndarray, how: str) -> tuple[np.ndarray,
 # does not invalidate every earlier run.
 LEGACY_SETTINGS: dict[tuple[str, str], Any] = {
     ("selection", "teacher_threshold"): "class",
+    ("selection", "class_balance_target"): "uniform",
 }
 
 
@@ -219,6 +226,19 @@ def same_settings(fingerprint_a: str, fingerprint_b: str) -> bool:
             if isinstance(f.get(section), dict):
                 f[section].setdefault(key, value)
     return a == b
+
+
+def shares(pred: np.ndarray, gold: np.ndarray, num_classes: int, pool_prior: list[float] | None = None) -> dict[str, Any]:
+    """Predicted-class and gold-class shares of the test split (a student or teacher that
+    drifts toward some classes shows it here before macro-F1 does); with ``pool_prior`` (a
+    pool resampled to a skewed prior), also the macro-F1 the test split would give if it had
+    the pool's class mix (``macro_f1_pool_prior``)."""
+    pred, gold = np.asarray(pred), np.asarray(gold)
+    out: dict[str, Any] = {"pred_shares": [round(float(v), 4) for v in np.bincount(pred[pred >= 0], minlength=num_classes) / max(len(pred), 1)],
+                           "gold_shares": [round(float(v), 4) for v in np.bincount(gold, minlength=num_classes) / max(len(gold), 1)]}
+    if pool_prior is not None:
+        out["macro_f1_pool_prior"] = reweighted_macro_f1(gold, np.where(pred >= 0, pred, 0), num_classes, pool_prior)
+    return out
 
 
 def _slug(name: str) -> str:
@@ -257,6 +277,7 @@ class Bench:
         self.datasets: dict[str, BenchData] = {}
         self.teachers: dict[tuple[str, str], TeacherAnswers] = {}
         self.test_gold: dict[str, np.ndarray] = {}
+        self.calibrators: dict[tuple[str, str], Calibrator] = {}
 
     # ------------------------------------------------------------------------------------
     def plan(self) -> list[Method]:
@@ -290,7 +311,11 @@ class Bench:
         _quiet_transformers(s.progress)
         methods = self.plan()
         for name in s.datasets:
-            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed, s.dev_size)
+            data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed, 0 if s.dev_from_pool else s.dev_size)
+            if s.dev_from_pool:
+                data = carve_dev_from_pool(data, s.dev_from_pool)
+            if s.imbalance > 1:
+                data = skew_pool(data, s.imbalance, s.imbalance_head)
             self.datasets[name] = data
             self.test_gold[name] = np.asarray(data.test.labels)
             self.say(f"[{name}] pool {len(data.pool)} (train side), test {len(data.test)}, dev {len(data.dev) if data.dev else 0} (train side, gold); split seed {s.split_seed}")
@@ -301,9 +326,14 @@ class Bench:
                     answers = TeacherAnswers(teacher, np.full((len(data.pool), c), np.nan), np.full((len(data.test), c), np.nan))
                     pool, test = answers.pool, answers.test
                 else:
-                    answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype)
+                    uses_dev = CALIBRATORS.get(s.calibration).uses_dev and data.dev is not None
+                    answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype,
+                                          with_dev=uses_dev)
                     self.say(f"[{name}] teacher {teacher}: answers from {answers.source} in {answers.seconds:.1f}s")
-                    pool, test = calibrate(answers.pool, answers.test, s.calibration)
+                    dev = (answers.dev, data.dev.labels) if answers.dev is not None and data.dev is not None and data.dev.labels else None
+                    pool, test, calibrator = calibrate(answers.pool, answers.test, s.calibration, dev)
+                    self.calibrators[(name, teacher)] = calibrator
+                    self.say(f"[{name}] {calibration_summary(calibrator)}")
                 self.teachers[(name, teacher)] = answers
                 for method in methods:
                     if teacher != self.teacher_list()[0] and method.suite != "baselines":
@@ -335,8 +365,16 @@ class Bench:
             rep = classification_report(gold_test, pred, data.schema.names)
             answered = ~np.isnan(pool).any(axis=1)
             pl = np.nan_to_num(pool, nan=-1.0).argmax(axis=1)
+            c = data.schema.num_labels
+            pool_rep = classification_report(gold_pool[answered], pl[answered], data.schema.names)
+            true_prior = np.bincount(gold_pool, minlength=c) / len(gold_pool)
+            calibrator = self.calibrators.get((data.name, teacher))
+            prior = calibrator.class_prior if calibrator is not None else None
             rec = {**base, "accuracy": rep.accuracy, "macro_f1": rep.macro_f1, "data_usage": None,
-                   "pool_label_acc": float((pl[answered] == gold_pool[answered]).mean()), "run_dir": str(out)}
+                   "pool_label_acc": float((pl[answered] == gold_pool[answered]).mean()), "pool_macro_f1": pool_rep.macro_f1,
+                   "pool_prior": true_prior.tolist(), "estimated_prior": None if prior is None else [float(v) for v in prior],
+                   "prior_tv": None if prior is None else total_variation(prior, true_prior),
+                   "calibration_state": None if calibrator is None else calibrator.state(), **shares(pred, gold_test, c, data.provenance.get("pool_prior")), "run_dir": str(out)}
             out.mkdir(parents=True, exist_ok=True)
             np.save(out / "test_probs.npy", test.astype(np.float32))
             (out / "record.json").write_text(json.dumps(_jsonable(rec), indent=1))
@@ -385,7 +423,9 @@ class Bench:
         from llkd.pipeline import evaluate_probs, evaluate_student, student_probs, train_student
 
         t0 = time.perf_counter()
-        result, meter = train_student(cfg, data.schema, data.pool, probs, progress=s.progress)
+        calibrator = self.calibrators.get((data.name, teacher))
+        prior = None if calibrator is None or method.kind == "supervised" else calibrator.class_prior
+        result, meter = train_student(cfg, data.schema, data.pool, probs, progress=s.progress, class_prior=prior)
         report, test_probs, emeter = evaluate_student(result.model_dir, data.test, s.max_length)
         np.save(out / "test_probs.npy", test_probs.astype(np.float32))
         dev_scores: dict[str, Any] = {}
@@ -402,6 +442,7 @@ class Bench:
             "train_s": meter.seconds, "peak_rss_mb": meter.peak_rss_mb, "peak_gpu_mb": meter.peak_gpu_mb,
             "eval_s": emeter.seconds, "wall_s": time.perf_counter() - t0, "pool_label_acc": pool_label_acc,
             "selection": selection, "run_dir": str(out), "fingerprint": fingerprint,
+            **shares(test_probs.argmax(axis=1), gold_test, data.schema.num_labels, data.provenance.get("pool_prior")),
         }
         rec_path.write_text(json.dumps(_jsonable(rec), indent=1))
         self.say(f"[{data.name}] {method.name:<28} seed {seed}: acc {report.accuracy:.3f}  macro-F1 {report.macro_f1:.3f}  "

@@ -29,6 +29,7 @@ class TeacherAnswers:
     identity: str = ""
     source: dict[str, int] = field(default_factory=dict)  # answers taken from each source
     seconds: float = 0.0
+    dev: np.ndarray | None = None  # raw probs for the dev split, when asked for
 
 
 def teacher_config(teacher: str, cache: Path | None = None, device: str = "auto", dtype: str = "auto") -> TeacherConfig:
@@ -36,9 +37,11 @@ def teacher_config(teacher: str, cache: Path | None = None, device: str = "auto"
     return TeacherConfig(model=teacher, calibration="none", device=device, cache=cache, dtype=dtype)
 
 
-def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source: str = "auto", cache: Path | None = None, progress: bool = True, device: str = "auto", dtype: str = "auto") -> TeacherAnswers:
+def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source: str = "auto", cache: Path | None = None, progress: bool = True,
+                device: str = "auto", dtype: str = "auto", with_dev: bool = False) -> TeacherAnswers:
     """source: ``answers`` (committed files only; never runs a teacher), ``auto`` (files, then
-    cache/teacher for what is missing) or ``cache`` (ignore files)."""
+    cache/teacher for what is missing) or ``cache`` (ignore files). ``with_dev``: the dev
+    split's answers too (for calibrators that use a labelled dev split)."""
     if source not in ("answers", "auto", "cache"):
         raise ValueError(f"unknown teacher source '{source}'")
     t0 = time.perf_counter()
@@ -47,33 +50,34 @@ def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source:
     answers: dict[str, np.ndarray] = {}
     if source != "cache" and answers_dir is not None:
         header, answers = read_answers(answers_file(answers_dir, data.name, teacher), data.schema)
-    pool = lookup(answers, data.pool.ids, c)
-    test = lookup(answers, data.test.ids, c)
-    counts = {"answer_file": int((~np.isnan(pool).any(1)).sum() + (~np.isnan(test).any(1)).sum())}
+    splits = [data.pool, data.test] + ([data.dev] if with_dev and data.dev is not None else [])
+    probs = [lookup(answers, split.ids, c) for split in splits]
+    missing = [np.flatnonzero(np.isnan(p).any(1)) for p in probs]
+    counts = {"answer_file": int(sum(len(p) - len(m) for p, m in zip(probs, missing)))}
     identity = str(header.get("identity", ""))
-    missing_pool = np.flatnonzero(np.isnan(pool).any(1))
-    missing_test = np.flatnonzero(np.isnan(test).any(1))
-    n_missing = len(missing_pool) + len(missing_test)
+    n_missing = sum(len(m) for m in missing)
     if n_missing and source == "answers":
         where = answers_file(answers_dir, data.name, teacher) if answers_dir else "(no --answers folder)"
         raise DataError(
-            f"{data.name}: {n_missing} of {len(pool) + len(test)} texts have no committed teacher answer in {where}; "
+            f"{data.name}: {n_missing} of {sum(len(p) for p in probs)} texts have no committed teacher answer in {where}; "
             "run with --teacher-source auto to ask the teacher (cached), then --export-answers"
         )
     if n_missing:
         from llkd.pipeline import pseudo_label
 
         cfg = teacher_config(teacher, cache, device, dtype)
-        texts = TextSet([data.pool.ids[i] for i in missing_pool] + [data.test.ids[i] for i in missing_test],
-                        [data.pool.texts[i] for i in missing_pool] + [data.test.texts[i] for i in missing_test], None, data.name)
+        texts = TextSet([split.ids[i] for split, m in zip(splits, missing) for i in m],
+                        [split.texts[i] for split, m in zip(splits, missing) for i in m], None, data.name)
         run = pseudo_label(cfg, data.schema, texts, progress=progress, desc=f"teacher[{data.name}]")
         identity = run.identity
-        probs = run.labels.probs
-        pool[missing_pool] = probs[: len(missing_pool)]
-        test[missing_test] = probs[len(missing_pool):]
+        start = 0
+        for p, m in zip(probs, missing):
+            p[m] = run.labels.probs[start : start + len(m)]
+            start += len(m)
         counts["cache"] = int(run.labels.n_cached)
         counts["teacher"] = int(run.labels.n_asked)
-    return TeacherAnswers(teacher, pool, test, identity, counts, time.perf_counter() - t0)
+    dev = probs[2] if len(probs) > 2 else None
+    return TeacherAnswers(teacher, probs[0], probs[1], identity, counts, time.perf_counter() - t0, dev)
 
 
 def export_answers(data: BenchData, teacher: str, answers_dir: Path, cache: Path | None = None, device: str = "auto", dtype: str = "auto") -> tuple[Path, int, int]:

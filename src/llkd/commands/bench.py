@@ -32,6 +32,7 @@ def _csv(text: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from llkd.bench.answers import PACKAGED
     from llkd.config import TeacherConfig
+    from llkd.teacher.calibration import CALIBRATORS
 
     p.add_argument("--quick", action="store_true", help=f"Small CI run: {QUICK}; teacher answers from committed files only.")
     p.add_argument("--tier", choices=["finetune", "frozen"], default="finetune", help="Student tier: finetune (encoder trained; pool 300, 3 epochs, 3 seeds) or frozen (encoder frozen, cached embeddings; pool 2000, 20 epochs, 5 seeds).")
@@ -55,7 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda.")
     p.add_argument("--teacher", default="smollm2-135m", help="Teacher name(s), comma list; the teacher_size suite compares them, other suites use the first.")
     p.add_argument("--teacher-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Teacher weights dtype when a teacher has to run (auto: bfloat16 on a GPU or a CPU with native bf16).")
-    p.add_argument("--calibration", default=TeacherConfig.model_fields["calibration"].default, choices=["balanced", "mean", "none", "prior"], help="Teacher calibration before selection (default: the product's default teacher.calibration), fitted on the pool and applied to both splits (llkd.teacher.calibration; contextual is not offered: the benchmark keeps no content-free answer).")
+    p.add_argument("--calibration", default=TeacherConfig.model_fields["calibration"].default, choices=[n for n in CALIBRATORS.names() if n != "contextual"], help="Teacher calibration before selection (default: the product's default teacher.calibration), fitted on the pool (and the dev split's answers, for auto and prior) and applied to every split (llkd.teacher.calibration; contextual is not offered: the benchmark keeps no content-free answer).")
+    p.add_argument("--dev-from-pool", type=int, default=0, help="Carve the dev split from the last N pool texts instead of the train side's end (their teacher answers are committed with the pool's), so calibration can use it.")
+    p.add_argument("--imbalance", type=float, default=0.0, help="Stress: resample the pool (and dev) to a long-tailed prior with this imbalance ratio (largest / smallest class, e.g. 10 or 50); the test split keeps its own distribution.")
+    p.add_argument("--imbalance-head", type=int, default=0, help="Under --imbalance: the index of the largest class; the others follow in schema order, each smaller.")
     p.add_argument("--split-seed", type=int, default=0, help="Seed that fixes the pool/test splits.")
     p.add_argument("--data-root", type=Path, help="Shared data folder (default: $LLKD_DATA_ROOT or ../shared/data).")
     p.add_argument("--answers", type=Path, default=PACKAGED, help="Folder of committed teacher-answer files (<dataset>.<teacher>.jsonl.gz).")
@@ -131,6 +135,9 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
         device=args.device,
         teacher_dtype=args.teacher_dtype,
         calibration=args.calibration,
+        dev_from_pool=args.dev_from_pool,
+        imbalance=args.imbalance,
+        imbalance_head=args.imbalance_head,
         split_seed=args.split_seed,
         data_root=args.data_root or default_data_root(),
         answers_dir=args.answers,
