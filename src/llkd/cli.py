@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     from llkd.config import ConfigError
     from llkd.data.errors import DataError
     from llkd.models import ModelNotFound
-    from llkd.errors import TeacherUnavailable
+    from llkd.errors import CacheError, TeacherUnavailable
 
     try:
         return int(args._run(args) or 0)
-    except (ConfigError, DataError, ModelNotFound, TeacherUnavailable) as e:
+    except (CacheError, ConfigError, DataError, ModelNotFound, TeacherUnavailable) as e:
         print(f"llkd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

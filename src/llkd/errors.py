@@ -7,3 +7,8 @@ class TeacherUnavailable(RuntimeError):
     """The teacher cannot answer any text (server unreachable, credentials refused). Raised
     instead of recording the same failure for every text; answers already cached are kept,
     so a re-run after the fix resumes."""
+
+
+class CacheError(RuntimeError):
+    """The on-disk answer cache cannot be opened or written (read-only, disk full, not a cache).
+    The message says what to do; answers already committed are never touched."""

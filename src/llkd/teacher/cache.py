@@ -5,18 +5,33 @@ prompt template, label set and scoring method, so changing any of them never ret
 answer. Each batch is committed as one transaction, so a SIGKILL loses at most the batch in
 flight and never corrupts the file; WAL lets readers (reports, a second labeller) run
 concurrently with a writer.
+
+Storage faults are one-line :class:`CacheError` s that say what to do, and never cost a
+committed answer: a cache that cannot be written (read-only media, permissions, a full disk)
+but holds answers opens read-only, so a fully cached run still works and one that needs new
+answers is refused before the teacher runs; a disk that fills mid-run stops the run at the
+batch that could not be written (every earlier batch is committed, a re-run asks only for the
+rest); a file that is not a cache is named, never overwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from llkd.errors import CacheError
 from llkd.teacher.base import TeacherAnswer, TeacherFailure
+
+log = logging.getLogger(__name__)
+
+ELSEWHERE = "or pass --teacher-cache PATH (or set LLKD_CACHE_DIR) to use another"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -52,14 +67,106 @@ def teacher_key(identity: str) -> str:
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:24]
 
 
+def _reason(e: BaseException) -> str:
+    """One line for a storage error: SQLite's words, or the OS's."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _hint(e: BaseException) -> str:
+    """What the user can do about a storage error."""
+    name = str(getattr(e, "sqlite_errorname", "") or "")
+    code = getattr(e, "errno", None)
+    if name.startswith("SQLITE_FULL") or code == errno.ENOSPC:
+        return f"the disk is full: free space, {ELSEWHERE}"
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) or code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"it is not writable (read-only media or permissions): make it writable, {ELSEWHERE}"
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "no such table" in str(e):
+        return f"it is not an llkd teacher cache (not SQLite, damaged, or another program's): move it away, {ELSEWHERE}"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return f"another process holds it locked: wait for it to finish, {ELSEWHERE}"
+    if name.startswith("SQLITE_IOERR"):
+        return f"the disk reported an I/O error (it may be full or failing): check it, {ELSEWHERE}"
+    return ELSEWHERE.removeprefix("or ")
+
+
+def _is_not_a_cache(e: BaseException) -> bool:
+    name = str(getattr(e, "sqlite_errorname", "") or "")
+    return name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "no such table" in str(e)
+
+
 class TeacherCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.read_only = False  # True: opened for reading only (see _open_read_only)
+        self._read_only_reason = ""
+        if self.path.is_dir():
+            raise CacheError(f"teacher cache {self.path} is a folder, not a file; {ELSEWHERE.removeprefix('or ')}")
+        existed = self.path.exists()
+        try:
+            self._db = self._open_read_write()
+        except (sqlite3.Error, OSError) as e:
+            if not existed:
+                self._remove_empty_file()
+            if _is_not_a_cache(e) or not existed:
+                raise CacheError(f"cannot open the teacher cache {self.path}: {_reason(e)}; {_hint(e)}") from e
+            self._db = self._open_read_only(e)
+
+    def _open_read_write(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process kills
-        self._db.executescript(_SCHEMA)
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "answers" not in tables:  # another program's database: not ours to add tables to
+                raise sqlite3.DatabaseError(f"no such table: answers (it holds {', '.join(sorted(tables)[:3])})")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process kills
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_read_only(self, why: BaseException) -> sqlite3.Connection:
+        """Read the answers of a cache that cannot be written. WAL needs its -shm file beside the
+        database; where that cannot be created either (read-only media, a full disk), the file
+        is opened as immutable, which is what it is there."""
+        uri = self.path.resolve().as_uri()
+        last: BaseException = why
+        wal = self.path.with_name(self.path.name + "-wal")
+        # immutable ignores the WAL: right only when every answer is in the database file itself
+        queries = ("mode=ro",) if wal.exists() and wal.stat().st_size > 0 else ("mode=ro", "mode=ro&immutable=1")
+        for query in queries:
+            db = None
+            try:
+                db = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+                for table in ("answers", "failures", "teachers"):  # a cache's tables, or not a cache
+                    db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+            except sqlite3.Error as e:
+                if db is not None:
+                    db.close()
+                if _is_not_a_cache(e):
+                    raise CacheError(f"cannot open the teacher cache {self.path}: {_reason(e)}; {_hint(e)}") from e
+                last = e
+                continue
+            self.read_only = True
+            self._read_only_reason = _reason(why)
+            log.warning("teacher cache %s opened read-only (%s): cached answers are used, new ones cannot be saved", self.path, self._read_only_reason)
+            return db
+        raise CacheError(f"cannot open the teacher cache {self.path}: {_reason(why)} (nor read it: {_reason(last)}); {_hint(why)}") from why
+
+    def _remove_empty_file(self) -> None:
+        """A failed first open can leave an empty file behind; it holds nothing, and would make
+        the next open look like a damaged cache."""
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_size == 0:
+                self.path.unlink()
+
+    def read_only_error(self, missing: str) -> CacheError:
+        """Why a run that needs new answers cannot use this read-only cache, and what to do."""
+        return CacheError(f"teacher cache {self.path} is read-only ({self._read_only_reason}) and {missing}; make it writable, "
+                          f"or copy it somewhere writable and pass --teacher-cache (or set LLKD_CACHE_DIR) there")
 
     def close(self) -> None:
         self._db.close()
@@ -79,31 +186,41 @@ class TeacherCache:
         key = teacher_key(identity)
         hashes = list(hashes)
         found: dict[str, TeacherAnswer] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start : start + 500]
-            q = f"SELECT text_hash, probs, method FROM answers WHERE teacher=? AND text_hash IN ({','.join('?' * len(chunk))})"
-            for h, probs, method in self._db.execute(q, [key, *chunk]):
-                found[h] = TeacherAnswer(json.loads(probs), method)
+        try:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                q = f"SELECT text_hash, probs, method FROM answers WHERE teacher=? AND text_hash IN ({','.join('?' * len(chunk))})"
+                for h, probs, method in self._db.execute(q, [key, *chunk]):
+                    found[h] = TeacherAnswer(json.loads(probs), method)
+        except sqlite3.Error as e:
+            raise CacheError(f"cannot read the teacher cache {self.path}: {_reason(e)}; {_hint(e)}") from e
         return found
 
     def put_many(self, identity: str, rows: Iterable[tuple[str, str | None, TeacherAnswer | TeacherFailure]]) -> None:
-        """Store one batch atomically: (text_hash, text_id, answer-or-failure) rows."""
-        key = self.register(identity)
+        """Store one batch atomically: (text_hash, text_id, answer-or-failure) rows. A batch that
+        cannot be written (disk full, read-only) is rolled back whole and raises CacheError;
+        the batches before it stay committed."""
+        if self.read_only:
+            raise self.read_only_error("new answers cannot be saved")
         now = time.time()
-        with self._transaction():
-            for h, text_id, result in rows:
-                if isinstance(result, TeacherAnswer):
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                        (key, h, text_id, json.dumps([round(p, 7) for p in result.probs]), result.method, now),
-                    )
-                    self._db.execute("DELETE FROM failures WHERE teacher=? AND text_hash=?", (key, h))
-                else:
-                    self._db.execute(
-                        "INSERT INTO failures VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(teacher, text_hash) "
-                        "DO UPDATE SET reason=excluded.reason, attempts=attempts+1, updated=excluded.updated",
-                        (key, h, text_id, result.reason, now),
-                    )
+        try:
+            with self._transaction():
+                key = self.register(identity)
+                for h, text_id, result in rows:
+                    if isinstance(result, TeacherAnswer):
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+                            (key, h, text_id, json.dumps([round(p, 7) for p in result.probs]), result.method, now),
+                        )
+                        self._db.execute("DELETE FROM failures WHERE teacher=? AND text_hash=?", (key, h))
+                    else:
+                        self._db.execute(
+                            "INSERT INTO failures VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(teacher, text_hash) "
+                            "DO UPDATE SET reason=excluded.reason, attempts=attempts+1, updated=excluded.updated",
+                            (key, h, text_id, result.reason, now),
+                        )
+        except sqlite3.Error as e:
+            raise CacheError(f"cannot save teacher answers to {self.path}: {_reason(e)}; {_hint(e)}") from e
 
     def failures(self, identity: str) -> list[tuple[str | None, str, int]]:
         q = "SELECT text_id, reason, attempts FROM failures WHERE teacher=? ORDER BY updated"
@@ -114,14 +231,15 @@ class TeacherCache:
             return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         return self._db.execute("SELECT COUNT(*) FROM answers WHERE teacher=?", (teacher_key(identity),)).fetchone()[0]
 
-    def _transaction(self):  # noqa: ANN202
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         db = self._db
-
-        class _Tx:
-            def __enter__(self) -> None:
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type: object, *_: object) -> None:
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Tx()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")  # can fail too (a full disk when the WAL grows)
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise

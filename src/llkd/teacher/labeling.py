@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from llkd.config import ConfigError, TeacherConfig
 from llkd.data.schema import LabelSchema
+from llkd.errors import CacheError
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
 from llkd.teacher.cache import TeacherCache, text_hash
 
@@ -76,14 +77,24 @@ def label_texts(
             first_row[h] = i
             todo.append(i)
     n_cached = len(texts) - sum(1 for h in hashes if h not in cached)
+    if todo and cache.read_only:  # before the teacher spends time on answers that cannot be kept
+        raise cache.read_only_error(f"{len(texts) - n_cached} of {len(texts)} texts have no cached answer")
     failures: dict[int, str] = {}
+    saved = 0
     bar = tqdm(total=len(todo), desc=desc, unit="text", disable=not progress or not todo, dynamic_ncols=True)
     for start in range(0, len(todo), chunk_size):
         rows = todo[start : start + chunk_size]
         results = teacher.score([texts[i] for i in rows])
         if len(results) != len(rows):
             raise RuntimeError(f"teacher returned {len(results)} answers for {len(rows)} texts")
-        cache.put_many(identity, [(hashes[i], ids[i] if ids is not None else None, r) for i, r in zip(rows, results)])
+        try:
+            cache.put_many(identity, [(hashes[i], ids[i] if ids is not None else None, r) for i, r in zip(rows, results)])
+        except CacheError as e:
+            # Asking on would only make answers that cannot be kept: stop, and say what is safe.
+            bar.close()
+            raise CacheError(f"{e}. Stopped: the {saved} answers of this run before it are saved ({n_cached + saved} of {len(texts)} texts "
+                             f"have one), the {len(rows)} texts of the batch being written are not; a re-run asks only for texts without an answer") from e
+        saved += sum(isinstance(r, TeacherAnswer) for r in results)
         for i, r in zip(rows, results):
             if isinstance(r, TeacherAnswer):
                 probs[i] = r.probs
