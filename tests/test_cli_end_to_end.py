@@ -69,6 +69,25 @@ def test_label_train_evaluate_predict_export(tiny, capsys):
     assert pred["label"] in {"World", "Sports", "Business", "Sci/Tech"} and set(pred["probs"]) == {"World", "Sports", "Business", "Sci/Tech"}
 
 
+@pytest.mark.timeout(600)
+def test_train_auto_calibration_chooses_on_the_dev_split(tiny, demo_dir, capsys):
+    """calibration auto with a labelled dev split: the teacher also answers the dev texts, every
+    candidate calibrator is scored there, the best is used, and the console, summary.json and
+    report.md say which and why."""
+    rows = [json.loads(x) for x in (demo_dir / "agnews_test.jsonl").read_text().splitlines()][24:56]
+    (tiny / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out_dir = tiny / "run-auto"
+    assert main(["train", "--config", str(tiny / "config.yaml"), "--no-progress", "--teacher-calibration", "auto",
+                 "--data-dev", str(tiny / "dev.jsonl"), "--student-output", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "calibration auto -> " in out and "best teacher macro-F1 on 32 dev texts" in out
+    cal = json.loads((out_dir / "summary.json").read_text())["calibration"]
+    assert cal["name"] == "auto" and set(cal["dev_macro_f1"]) == {"mean", "prior:votes", "prior:dev", "none", "balanced"}
+    assert cal["dev_macro_f1"][cal["chosen"]] == max(cal["dev_macro_f1"].values())
+    assert len(cal["class_prior"]) == 4 and abs(sum(cal["class_prior"]) - 1) < 1e-3
+    assert f"calibration auto -> {cal['chosen']}" in (out_dir / "report.md").read_text()
+
+
 @pytest.mark.timeout(300)
 def test_onnx_export_matches_torch(tiny, capsys):
     model_dir = tiny / "run" / "model"

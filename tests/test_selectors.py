@@ -1,5 +1,6 @@
 """Each selector's behaviour on hand-made batches."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,6 +198,29 @@ def test_class_balance_downweights_the_dominant_class():
     assert sel.weights[3] > sel.weights[0] and sel.weights.mean() == pytest.approx(1.0)
     state = make("llkd", class_balance="selected_share").state_dict()
     assert "class_share" in state
+
+
+def test_class_balance_aims_at_the_estimated_prior():
+    from llkd.selection.thresholds import balance_multipliers
+
+    share = torch.tensor([0.75, 0.25], dtype=torch.float64)
+    # the pool is 3:1: a selected set of 3:1 is on target, nothing is reweighted
+    assert torch.allclose(balance_multipliers(share, torch.tensor([0.75, 0.25], dtype=torch.float64)), torch.ones(2, dtype=torch.float64))
+    # three class-0 rows and one class-1 row, all selected: with a 3:1 prior the weights stay
+    # equal; with the uniform target (the old guard) class 1 weighs three times class 0
+    teacher = [[0.9, 0.1], [0.8, 0.2], [0.85, 0.15], [0.1, 0.9]]
+    student = [[0.5, 0.5]] * 4
+    opts = {"class_balance": "selected_share", "momentum": 0.0, "min_per_step": 4, "weighted": False}
+    prior = build_selector(SelectionConfig(selector="llkd", **opts), 2, 10, 0, class_prior=np.array([0.75, 0.25])).select(batch(teacher, student))
+    assert torch.allclose(prior.weights, torch.ones(4))
+    uniform = build_selector(SelectionConfig(selector="llkd", class_balance_target="uniform", **opts), 2, 10, 0,
+                             class_prior=np.array([0.75, 0.25])).select(batch(teacher, student))
+    assert uniform.weights[3] / uniform.weights[0] == pytest.approx(3.0)
+    # the guard's EMA starts at its target, so the first step is not reweighted by the start value
+    assert build_selector(SelectionConfig(selector="llkd"), 2, 10, 0, class_prior=np.array([0.75, 0.25])).state_dict()["class_share"] == pytest.approx([0.75, 0.25])
+    # llkd-paper ignores the guard, whatever the prior
+    paper = build_selector(SelectionConfig(selector="llkd-paper", **opts), 2, 10, 0, class_prior=np.array([0.9, 0.1])).select(batch(teacher, student))
+    assert "class_share" not in paper.stats
 
 
 def test_global_teacher_threshold_holds_a_weak_class_to_the_global_level():

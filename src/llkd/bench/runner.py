@@ -44,6 +44,8 @@ VARIANT_TAGS: dict[str, tuple[tuple[str, Any], ...]] = {
     "bal": (("class_balance", "selected_share"),),
     "nobal": (("class_balance", "none"),),  # the default before 2026-11-29's third pass
     "soft": (("soft_targets", True),),
+    "guni": (("class_balance_target", "uniform"),),  # the guard's target before 2026-12-01
+    "gprior": (("class_balance_target", "prior"),),
 }
 VARIANT_TAG_HELP = f"{', '.join(VARIANT_TAGS)}, floor<k>"  # for error messages
 DEFAULT_VARIANTS = ["lu", "batch", "lu+batch", "lu+batch+bal", "lu+batch+floor4", "lu+batch+bal+floor4", "lu+batch+soft"]
