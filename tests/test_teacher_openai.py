@@ -301,9 +301,9 @@ def test_refused_key_stops_at_once_and_is_redacted(stub: Callable[..., StubServe
     assert message.startswith("HTTP 401 from 127.0.0.1: bad key Bearer [redacted]; the server refuses the credentials")
     assert "$LLKD_TEST_KEY, which is set" in message
     identity = teacher.identity()
-    port = server.url.split(":")[2].split("/")[0]
-    for part in ("openai", f"127.0.0.1:{port}/v1", "model=tiny", f"tmpl={teacher.template.fingerprint()}", SCHEMA.fingerprint(), "confidence=vote", "votes=3"):
+    for part in ("openai", "model=tiny", f"tmpl={teacher.template.fingerprint()}", SCHEMA.fingerprint(), "confidence=vote", "votes=3"):
         assert part in identity
+    assert "127.0.0.1" not in identity  # where it is served is not what it is
     assert secret not in identity + message + caplog.text
     with pytest.raises(ConfigError, match="base_url"):
         OpenAITeacher(SCHEMA, base_url=None)
@@ -351,6 +351,114 @@ def test_dead_server_is_a_one_line_error_exit_2(command: str, tmp_path: Path, ca
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"llkd {command}: error: cannot reach the teacher server") and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_url_credentials_are_sent_as_basic_and_redacted_in_every_form(stub: Callable[..., StubServer], monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import base64
+    import sqlite3
+
+    from llkd.cli import main
+
+    monkeypatch.delenv("LLKD_TEST_KEY", raising=False)
+    password = "s3cret-PW-42"
+    token = base64.b64encode(f"alice:{password}".encode()).decode()
+    server = stub(lambda body, headers: (500, {}, json.dumps({"error": {"message": f"upstream failed for {headers['authorization']}"}}).encode()))
+    url = server.url.replace("http://", f"http://alice:{password}@")
+    code = main(["label", *_label_args(tmp_path, url, "--teacher-max-retries", "0", "--teacher-calibration", "none")])
+    assert code == 1  # every text failed with the server's (redacted) reason
+    assert server.requests[0][1]["authorization"] == f"Basic {token}"  # the credentials still authenticate
+    printed = capsys.readouterr()
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        reasons = " ".join(r for (r,) in db.execute("SELECT reason FROM failures"))
+    assert "upstream failed for Basic [redacted]" in printed.out and "Basic [redacted]" in reasons
+    for secret in (token, password, f"alice:{password}"):  # before: the base64 token went to stdout and the cache
+        assert secret not in printed.out + printed.err + reasons
+
+
+def test_url_credentials_and_an_api_key_together_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llkd.cli import main
+
+    monkeypatch.setenv("LLKD_TEST_KEY", "sk-some-key")
+    # before: Basic auth replaced the Bearer header without a word
+    assert main(["label", *_label_args(tmp_path, "http://alice:pw@127.0.0.1:9/v1")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("llkd label: error: teacher.base_url has credentials (user:password@) and $LLKD_TEST_KEY holds an API key")
+    assert "\n" not in err and "sk-some-key" not in err and "pw" not in err.split("holds")[1]
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_never_answers_stops_the_run(tmp_path: Path) -> None:
+    """Connections are accepted (the kernel's listen backlog) but nothing ever answers: the run
+    stops after two waves of timeouts instead of (max_retries + 1) x timeout per text."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        teacher = OpenAITeacher(SCHEMA, base_url=url, confidence="logprobs", concurrency=2, timeout=0.5, backoff_base=0.05, backoff_max=0.1)
+        assert teacher.max_timeouts == 4 and teacher.max_retries == 6  # the defaults: concurrency + 2
+        start = time.monotonic()
+        with TeacherCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherUnavailable) as err:
+            label_texts(teacher, HEADLINES, cache, progress=False)
+        elapsed = time.monotonic() - start
+    finally:
+        silent.close()
+    assert str(err.value).startswith(f"the teacher server at {url} accepts connections but answered none of the last 4 requests within 0.5s")
+    assert elapsed < 5  # before: 12 texts x 7 attempts x 0.5 s over 2 workers, over 20 s
+    assert teacher.last_stats.requests <= 4 + 2
+
+
+@pytest.mark.timeout(60)
+def test_timeouts_with_answers_in_between_do_not_stop_the_run(stub: Callable[..., StubServer]) -> None:
+    """A slow server that still answers: timeouts are retried as before, the run is not stopped."""
+    stalls = iter([True, True, True, False] * 20)  # three timeouts, then an answer, over and over
+    lock = threading.Lock()
+
+    def respond(body: dict[str, Any], _: dict[str, str]) -> Reply:
+        with lock:
+            stall = next(stalls)
+        if stall:
+            time.sleep(0.6)
+        return completion("World", top=[("World", -0.1)])
+
+    teacher = OpenAITeacher(SCHEMA, base_url=stub(respond).url, confidence="logprobs", concurrency=1, timeout=0.3, max_timeouts=4,
+                            **fast_retry(max_retries=5))
+    results = teacher.score(HEADLINES[:3])
+    assert all(isinstance(r, TeacherAnswer) for r in results)
+    assert teacher.last_stats.retry_reasons == {"timeout": 9}
+
+
+@pytest.mark.timeout(30)
+def test_the_same_model_on_another_port_reuses_the_cache(stub: Callable[..., StubServer], tmp_path: Path) -> None:
+    server = stub(lambda body, _: completion("World", top=[("World", -0.1)]))
+    first = OpenAITeacher(SCHEMA, base_url=server.url, confidence="logprobs", **fast_retry())
+    moved = OpenAITeacher(SCHEMA, base_url=f"http://localhost:{free_port()}/llm/v1", confidence="logprobs", **fast_retry())  # nothing listens
+    assert first.identity() == moved.identity()
+    with TeacherCache(tmp_path / "cache.sqlite") as cache:
+        label_texts(first, HEADLINES[:4], cache, progress=False)
+        again = label_texts(moved, HEADLINES[:4], cache, progress=False)  # before: every text asked again
+    assert again.n_asked == 0 and again.answered.all()
+
+
+def test_answers_cached_under_the_old_identity_are_reused(tmp_path: Path) -> None:
+    """Answers cached before host:port left the identity are found from the same server (its
+    old identity) and copied to the new one."""
+    from llkd.teacher.cache import text_hash
+
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: asking would fail the run
+    teacher = OpenAITeacher(SCHEMA, base_url=url, confidence="logprobs", **fast_retry(max_retries=0))
+    (old,) = teacher.legacy_identities()
+    port = url.split(":")[2].split("/")[0]
+    assert old == teacher.identity().replace("openai|", f"openai|127.0.0.1:{port}/v1|")  # the format of earlier versions
+    with TeacherCache(tmp_path / "cache.sqlite") as cache:
+        cache.put_many(old, [(text_hash(t), f"t{i}", TeacherAnswer([0.7, 0.1, 0.1, 0.1], "first_token_logprobs")) for i, t in enumerate(HEADLINES[:3])])
+        labels = label_texts(teacher, HEADLINES[:3], cache, progress=False)
+        assert labels.n_asked == 0 and labels.pseudo_labels.tolist() == [0, 0, 0]
+        assert cache.count(teacher.identity()) == 3
 
 
 # -- against the real model server --------------------------------------------------------------

@@ -50,6 +50,12 @@ class Teacher(ABC):
         """Everything that changes answers (backend, model, template, label set, method):
         part of each cache key so a change never returns a stale answer."""
 
+    def legacy_identities(self) -> list[str]:
+        """Identities earlier llkd versions gave this same teacher with these same settings:
+        answers cached under them are reused (and copied to ``identity()``), so a change of the
+        identity's format does not re-ask every text."""
+        return []
+
     @abstractmethod
     def score(self, texts: Sequence[str]) -> list[TeacherAnswer | TeacherFailure]:
         """Answer each text; one result per text, in order."""

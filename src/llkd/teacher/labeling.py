@@ -48,6 +48,26 @@ class PseudoLabels:
         return ~np.isnan(self.probs).any(axis=1)
 
 
+def _adopt_legacy_answers(teacher: Teacher, cache: TeacherCache, identity: str, hashes: Sequence[str], ids: Sequence[str] | None,
+                          cached: dict[str, TeacherAnswer]) -> None:
+    """Add to ``cached`` the answers stored under the teacher's legacy identities, copying them
+    to the current identity (where the cache can be written) so the next run finds them there."""
+    missing = set(hashes) - set(cached)
+    for old in teacher.legacy_identities():
+        found = cache.get_many(old, missing) if missing else {}
+        if not found:
+            continue
+        cached.update(found)
+        missing -= set(found)
+        log.info("%d answers cached under this teacher's earlier identity reused", len(found))
+        if not cache.read_only:
+            id_of = dict(zip(hashes, ids)) if ids is not None else {}
+            try:
+                cache.put_many(identity, [(h, id_of.get(h), a) for h, a in found.items()])
+            except CacheError as e:  # they are used all the same, and found again next time
+                log.warning("could not copy them to the current identity: %s", e)
+
+
 def label_texts(
     teacher: Teacher,
     texts: Sequence[str],
@@ -64,6 +84,7 @@ def label_texts(
     identity = teacher.identity()
     hashes = [text_hash(t) for t in texts]
     cached = cache.get_many(identity, set(hashes))
+    _adopt_legacy_answers(teacher, cache, identity, hashes, ids, cached)
     c = teacher.schema.num_labels
     probs = np.full((len(texts), c), np.nan, dtype=np.float64)
     methods = [""] * len(texts)

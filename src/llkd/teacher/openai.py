@@ -13,18 +13,29 @@ request is retried with exponential back-off and full jitter, honouring Retry-Af
 whose retries run out gets a ``TeacherFailure`` naming the last error. ``score`` never raises
 for one text's trouble and never drops a text.
 
-Two failures are not one text's trouble and stop the whole call with ``TeacherUnavailable``
+Three failures are not one text's trouble and stop the whole call with ``TeacherUnavailable``
 (one message, instead of every text retried against a dead server): a server that refuses
 connections ``max_connection_failures`` times in a row for one request (with the back-off in
 between, a few seconds: a restart of a local server can take longer, and a re-run resumes from
-the cache), and any 401/403 (the same key will be refused for every text).
+the cache); a server that accepts connections but answers nothing, ``max_timeouts`` requests
+in a row timing out across all workers with no response in between (default concurrency + 2:
+one wave of in-flight requests can time out together on a server that is merely queueing, a
+second wave with no answer means it answers nothing; before, each text cost up to
+(max_retries + 1) x timeout); and any 401/403 (the same key will be refused for every text).
 
-The API key (and a password in the URL) is redacted from every error text, since some servers
-echo the request's credentials in their error bodies.
+Texts are data: each goes into the one user message as plain content, never into the prompt's
+structure (the server applies its chat template around it).
+
+The API key, and credentials in the URL (``user:password@``, sent as HTTP Basic; refused
+together with a key, since a request carries one Authorization header), are redacted from
+every error text in every form they are sent in, since some servers echo the request's
+credentials in their error bodies. Where the model is served is not part of the cache
+identity: the same model and settings on another host or port reuse its answers.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import json
@@ -175,6 +186,7 @@ class OpenAITeacher(Teacher):
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
         max_connection_failures: int = 5,
+        max_timeouts: int | None = None,
         **_: Any,
     ) -> None:
         super().__init__(schema)
@@ -200,6 +212,8 @@ class OpenAITeacher(Teacher):
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
         self.max_connection_failures = max(1, max_connection_failures)
+        self.max_timeouts = max(1, max_timeouts if max_timeouts is not None else self.concurrency + 2)
+        self._timeouts_in_a_row = 0  # across workers; any HTTP response resets it
         self.last_stats = ScoreStats()
         self._api_key_env = api_key_env
         # Set when the server is unreachable or refuses the key: every worker stops, and
@@ -210,12 +224,17 @@ class OpenAITeacher(Teacher):
         self._mode_lock = threading.Lock()
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(api_key_env) if api_key_env else None
+        if url.userinfo and key:
+            raise ConfigError(f"teacher.base_url has credentials (user:password@) and ${api_key_env} holds an API key, but a request "
+                              "carries one Authorization header, so one would be silently dropped; remove one of them "
+                              "(an empty teacher.api_key_env sends no key)")
         if key:  # local servers need none; the key lives only in this header, never in logs
             headers["Authorization"] = f"Bearer {key}"
         self._has_key = bool(key)
-        self._secrets = [x for x in (key, url.password) if x]
-        # Credentials in the URL (user:pass@host) still authenticate, but stay out of identity().
-        auth = httpx.BasicAuth(url.username, url.password) if url.username else None
+        # Credentials in the URL (user:pass@host) authenticate as HTTP Basic, but stay out of
+        # identity(); a server may echo them back in any form they were sent or written in.
+        auth = httpx.BasicAuth(url.username, url.password) if url.userinfo else None
+        self._secrets = sorted({x for x in (key, *_url_credential_forms(url)) if x}, key=len, reverse=True)
         self._client = httpx.Client(
             headers=headers,
             auth=auth,
@@ -224,11 +243,17 @@ class OpenAITeacher(Teacher):
         )
 
     def identity(self) -> str:
-        where = f"{self.base_url.host}{':' + str(self.base_url.port) if self.base_url.port else ''}{self.base_url.path}"
+        # The model and its settings, not where it is served: moving a server to another host or
+        # port must not re-ask every text.
         return (
-            f"openai|{where}|model={self.model_name}|tmpl={self.template.fingerprint()}"
+            f"openai|model={self.model_name}|tmpl={self.template.fingerprint()}"
             f"|labels={self.schema.fingerprint()}|confidence={self.confidence}|votes={self.votes}|max_tokens={self.max_tokens}"
         )
+
+    def legacy_identities(self) -> list[str]:
+        # Before host:port left the identity: answers cached from this same server stay found.
+        where = f"{self.base_url.host}{':' + str(self.base_url.port) if self.base_url.port else ''}{self.base_url.path}"
+        return [self.identity().replace("openai|", f"openai|{where}|", 1)]
 
     def close(self) -> None:
         self._client.close()
@@ -241,6 +266,7 @@ class OpenAITeacher(Teacher):
             return []
         self._stop.clear()
         self._fatal = None
+        self._timeouts_in_a_row = 0
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(texts)), thread_name_prefix="llkd-openai") as pool:
             results = list(pool.map(lambda t: self._answer(t, stats), texts))
         self.last_stats = stats
@@ -352,6 +378,11 @@ class OpenAITeacher(Teacher):
             self._stop.set()
         raise _Stopped
 
+    def _count_timeout(self) -> int:
+        with self._mode_lock:
+            self._timeouts_in_a_row += 1
+            return self._timeouts_in_a_row
+
     def _key_hint(self) -> str:
         if not self._api_key_env:
             return "no API key is configured (teacher.api_key_env is empty)"
@@ -373,6 +404,11 @@ class OpenAITeacher(Teacher):
             except httpx.TimeoutException as e:
                 kind, last_error = "timeout", f"timed out after {self.timeout:g}s ({type(e).__name__})"
                 refused = 0
+                in_a_row = self._count_timeout()
+                if in_a_row >= self.max_timeouts:
+                    self._give_up(f"the teacher server at {self.base_url} accepts connections but answered none of the last {in_a_row} "
+                                  f"requests within {self.timeout:g}s (teacher.timeout); is it stuck or overloaded? Answers so far are cached; "
+                                  "re-run once it answers (or with a longer --teacher-timeout)")
             except httpx.TransportError as e:
                 kind, last_error = "connection", self._redact(f"connection error ({type(e).__name__}: {e})")
                 # Only a refused/unresolvable connection says "no server there"; a connection
@@ -383,6 +419,7 @@ class OpenAITeacher(Teacher):
                                   f"last: {last_error}); is it running? Answers so far are cached; re-run once it is up")
             else:
                 refused = 0
+                self._timeouts_in_a_row = 0  # the server answers (whatever it says)
                 status = response.status_code
                 if status in _AUTH_STATUS:
                     self._give_up(f"HTTP {status} from {self.base_url.host}: {self._redact(_snippet(response))}; "
@@ -419,6 +456,20 @@ class OpenAITeacher(Teacher):
         if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
             return "no 'choices' list"
         return body
+
+
+def _url_credential_forms(url: httpx.URL) -> list[str]:
+    """Every form in which URL credentials can travel or be echoed: ``user:password`` decoded and
+    as written (percent-encoded), the HTTP Basic token (what httpx.BasicAuth sends: base64 of
+    the UTF-8 ``user:password``), and the password alone, or the user name where it is the
+    only credential (a token as user name)."""
+    if not url.userinfo:
+        return []
+    raw = url.userinfo.decode("ascii", errors="replace")
+    plain = f"{url.username}:{url.password}"
+    forms = [raw, plain, base64.b64encode(plain.encode("utf-8")).decode("ascii")]
+    forms += [url.password, raw.partition(":")[2]] if url.password else [url.username]
+    return [x for x in forms if x]
 
 
 def _snippet(response: httpx.Response, limit: int = 200) -> str:
