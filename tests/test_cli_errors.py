@@ -143,3 +143,54 @@ def test_label_export_with_an_unknown_suffix_is_refused_before_the_teacher(files
     args = ["label", "--data-pool", str(files["pool"]), "--data-labels", str(files["labels"]), "--teacher-cache", str(files["cache"])]
     assert main(args + ["--export", str(files["pool"].with_name("answers.xlsx"))]) == 2
     assert "--export answers.xlsx" in one_line_error(capsys, "label")
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ("data:\n  pool: x.csv\nteacher: {model: smollm2-135m\nstudent:\n  epochs: 3\n",
+         "not valid YAML: line 4, column 8: expected ',' or '}', but got ':' (while parsing a flow mapping at line 3)"),
+        ("teacher: 5\n", "section 'teacher' must be a mapping of options (e.g. teacher: {backend: hf}), not int '5'"),
+        ("data: [pool.csv]\n", "section 'data' must be a mapping of options"),
+        ("selection: llkd\n", "section 'selection' must be a mapping of options"),
+    ],
+    ids=["yaml-syntax", "teacher-int", "data-list", "selection-str"],
+)
+def test_a_broken_config_file_is_one_line(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str], config: str, words: str) -> None:
+    path = files["pool"].with_name("config.yaml")
+    path.write_text(config)
+    assert main(["train", "--config", str(path)]) == 2  # before: 8 lines of YAML context, or an AttributeError
+    assert words in one_line_error(capsys, "train")
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ('labels:\n  - name: "  "\n  - b\n', "label 1 has a blank name ('  ')"),
+        ('labels: [a, ""]\n', "label 2 has a blank name ('')"),
+        ('labels:\n  - name: a\n    verbalizer: " "\n  - b\n', "label 1 ('a') has a blank verbalizer"),
+        ("labels:\n  - a\n  b: c\n", "cannot parse label schema: line 3, column 3: expected <block end>"),
+    ],
+    ids=["blank-name", "empty-name", "blank-verbalizer", "yaml-syntax"],
+)
+def test_a_blank_label_or_broken_schema_is_one_line(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str], schema: str, words: str) -> None:
+    labels = files["pool"].with_name("labels.yaml")
+    labels.write_text(schema)
+    assert main(["label", "--data-pool", str(files["pool"]), "--data-labels", str(labels), "--teacher-cache", str(files["cache"])]) == 2
+    assert words in one_line_error(capsys, "label")
+
+
+def test_a_blank_label_name_is_refused_in_the_api() -> None:
+    from llkd.data.errors import DataError
+    from llkd.data.schema import LabelSchema
+
+    with pytest.raises(DataError, match="label 2 has a blank name"):
+        LabelSchema.from_names(["World", "  ", "Sports"])
+
+
+def test_a_template_with_a_yaml_error_is_one_line(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = files["pool"].with_name("template.yaml")
+    bad.write_text("kind: chat\ninstruction: [unclosed\nbody: '{text}'\n")
+    args = ["label", "--data-pool", str(files["pool"]), "--data-labels", str(files["labels"]), "--teacher-cache", str(files["cache"]), "--teacher-template", str(bad)]
+    assert main(args) == 2
+    assert "prompt template is not valid YAML: line 3, column 5:" in one_line_error(capsys, "label")

@@ -153,13 +153,22 @@ class LLKDConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "LLKDConfig":
+        from llkd.errors import yaml_problem
+
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from e
+        except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read config: {e}") from e
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: config must be a mapping of sections (data, teacher, selection, student)")
+        for section in SECTIONS:
+            value = raw.get(section)
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{path}: section '{section}' must be a mapping of options (e.g. {section}: {{{_example_option(section)}}}), "
+                                  f"not {type(value).__name__} {str(value)[:40]!r}")
         # Relative paths in a config file are relative to the file, as users expect.
         for section, keys in (("data", ("pool", "test", "dev", "labels")), ("teacher", ("cache",)), ("student", ("output",))):
             sec = raw.get(section) or {}
@@ -183,6 +192,11 @@ SECTIONS: dict[str, type[_Section]] = {
     "selection": SelectionConfig,
     "student": StudentConfig,
 }
+
+
+def _example_option(section: str) -> str:
+    name, field = next(iter(SECTIONS[section].model_fields.items()))
+    return f"{name}: {field.default if field.default is not None else '...'}"
 
 
 def _flag(section: str, name: str, field: Any) -> str:

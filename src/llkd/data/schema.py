@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from llkd.data.errors import DataError
+from llkd.errors import yaml_problem
 
 
 class _SchemaLoader(yaml.SafeLoader):
@@ -46,6 +47,12 @@ class LabelSchema:
             raise DataError(f"a label schema needs at least 2 labels, got {len(self.labels)}")
         index: dict[str, int] = {}
         for i, label in enumerate(self.labels):
+            # A blank name would become a pseudo-label no one can read; a blank verbalizer would
+            # score the teacher on whitespace.
+            if not label.name.strip():
+                raise DataError(f"label schema: label {i + 1} has a blank name ({label.name!r})")
+            if label.verbalizer and not label.verbalizer.strip():
+                raise DataError(f"label schema: label {i + 1} ('{label.name}') has a blank verbalizer ({label.verbalizer!r}); leave it out to use the name")
             for key in (label.name, *label.aliases):
                 if key in index and index[key] != i:
                     raise DataError(f"label schema: '{key}' names two labels")
@@ -83,7 +90,9 @@ class LabelSchema:
             raise DataError(f"{path}: label schema file not found") from e
         except IsADirectoryError as e:
             raise DataError(f"{path}: a folder, not a label schema file") from e
-        except (UnicodeDecodeError, yaml.YAMLError) as e:
+        except yaml.YAMLError as e:
+            raise DataError(f"{path}: cannot parse label schema: {yaml_problem(e)}") from e
+        except UnicodeDecodeError as e:
             raise DataError(f"{path}: cannot parse label schema: {e}") from e
         return cls.from_dict(raw, source=str(path))
 

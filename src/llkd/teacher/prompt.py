@@ -17,6 +17,7 @@ import yaml
 
 from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
+from llkd.errors import yaml_problem
 
 _SENTINEL = "\u241f__LLKD_TEXT__\u241f"
 BUILTIN = ("chat", "completion")
@@ -49,7 +50,7 @@ class PromptTemplate:
         try:
             raw: Any = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: prompt template is not valid YAML: {e}") from e
+            raise ConfigError(f"{source}: prompt template is not valid YAML: {yaml_problem(e)}") from e
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: a prompt template is a mapping (kind, instruction, body, ...)")
         unknown = set(raw) - {"kind", "instruction", "body", "system", "verbalizer_prefix", "examples", "example_format"}
