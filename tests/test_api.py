@@ -183,11 +183,19 @@ def test_select_on_hand_made_arrays():
     # One batch: class-wise thresholds from its own statistics (first-batch init).
     # Teacher side: g = 0.7125, m = (0.683, 0.8): tau = (0.609, 0.7125) -> rows 0 and 2 pass.
     # Student side (normalised entropy u = 1, 0.469, 1, 0.971): tau = (0.70, 0.86) -> row 1 fails.
-    mask, weights = select(teacher, student)
+    mask, weights = select(teacher, student, class_balance_target="uniform")
     assert mask.tolist() == [True, False, True, False, False]
-    # weights c * u, mean 1 over the selected: 0.9 / 0.85 and 0.8 / 0.85
+    # weights c * u, mean 1 over the selected: 0.9 / 0.85 and 0.8 / 0.85 (one row per class
+    # selected, so the uniform class-balance guard changes nothing)
     assert weights == pytest.approx([0.9 / 0.85, 0, 0.8 / 0.85, 0, 0], abs=1e-5)
-    assert select(teacher, student, weighted=False)[1].tolist() == [1, 0, 1, 0, 0]
+    assert select(teacher, student, weighted=False, class_balance_target="uniform")[1].tolist() == [1, 0, 1, 0, 0]
+    # The default guard aims at the pseudo-labels' class mix (3:1): its share EMA moves from
+    # [0.75, 0.25] to 0.9 * [0.75, 0.25] + 0.1 * [0.5, 0.5] = [0.725, 0.275], so class 0 gets
+    # x 0.75/0.725 and class 1 x 0.25/0.275 before the weights are renormalised to mean 1.
+    w = np.array([0.9 * 0.75 / 0.725, 0.8 * 0.25 / 0.275])
+    assert select(teacher, student)[1] == pytest.approx([*(2 * w / w.sum())[:1], 0, 2 * w[1] / w.sum(), 0, 0], abs=1e-5)
+    # ... or at a prior given, e.g. the calibration's estimate: here 1:1, so again c * u
+    assert select(teacher, student, class_prior=[0.5, 0.5])[1] == pytest.approx([0.9 / 0.85, 0, 0.8 / 0.85, 0, 0], abs=1e-5)
     # A fixed global threshold needs no student; the unanswered row is never selected.
     assert select(teacher, selector="fixed", fixed_threshold=0.58)[0].tolist() == [True, True, True, False, False]
     assert select(teacher, selector="all")[0].tolist() == [True, True, True, True, False]

@@ -56,7 +56,7 @@ def test_score_cell_calibrations() -> None:
     assert s["mean"]["calibrator"]["pool_rows"] == 2 and s["mean"]["calibrator"]["reference"] == [0.75, 0.25]
     for name in ("mean", "contextual", "balanced"):
         assert s[name]["accuracy"] == 1.0 and s[name]["over_prediction"] == 1.0
-    assert s["prior"]["predicted"] == [4, 0]  # EM from a uniform prior follows the lean
+    assert s["em"]["predicted"] == [4, 0]  # EM from a uniform prior follows the lean
     assert s["majority"]["accuracy"] == 0.5
     assert s["none"]["ece"] is not None
     # no content-free answer: contextual left out
@@ -72,12 +72,12 @@ def test_markdown_table_on_fake_numbers(tmp_path: Path) -> None:
     res["runs"].append({"command": "llkd bench-teachers --teachers t-small,t-big", "date": "2026-11-28", "wall_s": 90.0,
                         "machine": {"cpus": 2, "cpu": "Fake CPU", "torch": "2.x", "torch_threads": 2, "cuda": False}})
     text = markdown(res)
-    assert VARIANTS == ("none", "balanced", "contextual", "mean", "prior")
-    assert ("| t-small | d1 | 100 | 50 | 60.0 / 60.0 / 60.0 / 65.0 / 60.0 | 50.0 / 50.0 / 50.0 / 60.0 / 50.0 | "
-            "0.200 / 0.200 / 0.200 / 0.200 / 0.200 | 1.50 / 1.50 / 1.50 / 1.10 / 1.50 | 4.25 |") in text
+    assert VARIANTS == ("none", "balanced", "contextual", "em", "mean", "prior")
+    assert ("| t-small | d1 | 100 | 50 | 60.0 / 60.0 / 60.0 / 60.0 / 65.0 / 60.0 | 50.0 / 50.0 / 50.0 / 50.0 / 60.0 / 50.0 | "
+            "0.200 / 0.200 / 0.200 / 0.200 / 0.200 / 0.200 | 1.50 / 1.50 / 1.50 / 1.50 / 1.10 / 1.50 | 4.25 |") in text
     # an old cell: raw read as none, calibrators it never had shown as missing
-    assert ("| t-big | d1 | 100 | 50 | 70.0 / – / 70.0 / 75.0 / – | 60.0 / – / 60.0 / 70.0 / – | "
-            "0.200 / – / 0.200 / 0.200 / – | – / – / – / – / – | 4.25 |") in text
+    assert ("| t-big | d1 | 100 | 50 | 70.0 / – / 70.0 / – / 75.0 / – | 60.0 / – / 60.0 / – / 70.0 / – | "
+            "0.200 / – / 0.200 / – / 0.200 / – | – / – / – / – / – / – | 4.25 |") in text
     assert "| t-small | d2 | not run |" in text
     assert "| t-small | 50.0 → 60.0 mean | not run |" in text and "| t-big | 60.0 → 70.0 mean | 70.0 → 80.0 mean |" in text
     # calibrators compared over the two cells that score them all

@@ -84,4 +84,4 @@ def test_teacher_report_cli(tmp_path, demo_dir, capsys) -> None:
     printed = capsys.readouterr().out
     assert f"{N + 1} answers from cache, 0 asked" in printed and "mean calibration left out: no unlabeled pool" in printed
     res = json.loads((out / "teacher_report.json").read_text())
-    assert set(res["calibrations"]) == {"none", "contextual"} and set(res["left_out"]) == {"balanced", "mean", "prior"}
+    assert set(res["calibrations"]) == {"none", "contextual"} and set(res["left_out"]) == {"auto", "balanced", "em", "mean", "prior"}

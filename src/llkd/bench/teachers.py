@@ -38,7 +38,8 @@ from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, expected_calibra
 
 FORMAT = "llkd-bench-teachers/1"
 CONTENT_FREE_ID = "<content-free>"
-VARIANTS = tuple(sorted(CALIBRATORS.names(), key=lambda n: n != "none"))  # none first: the raw answers
+# none first (the raw answers); auto is left out: without a dev split it is mean, listed once
+VARIANTS = tuple(sorted((n for n in CALIBRATORS.names() if n != "auto"), key=lambda n: n != "none"))
 NOTES_MARKER = "<!-- Notes below this line are written by hand and kept when the table is regenerated. -->"
 
 
@@ -355,6 +356,11 @@ def read_results(path: str | Path | None) -> dict[str, Any]:
         raise ValueError(f"{path}: not a {FORMAT} file")
     for key, value in empty_results().items():
         obj.setdefault(key, value)
+    for cell in obj["cells"].values():  # before 2026-12-01 "prior" named the EM now called "em"
+        scores = cell.get("scores", {})
+        old = scores.get("prior")
+        if isinstance(old, dict) and (old.get("calibrator") or {}).get("train_prior") == "uniform":
+            scores["em"] = scores.pop("prior")
     return obj
 
 
