@@ -109,7 +109,8 @@ def test_unreadable_pool_is_one_line(files: dict[str, Path], tmp_path: Path, cap
 def _fake_student(folder: Path, llkd_json: bool) -> Path:
     """An HF-looking folder; with llkd.json it passes the check (nothing is loaded before)."""
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "model.safetensors").write_bytes(b"")
     if llkd_json:
         (folder / "llkd.json").write_text(json.dumps({"schema": {"labels": [{"name": "a"}, {"name": "b"}]}}))
     return folder
@@ -194,3 +195,55 @@ def test_a_template_with_a_yaml_error_is_one_line(files: dict[str, Path], no_tea
     args = ["label", "--data-pool", str(files["pool"]), "--data-labels", str(files["labels"]), "--teacher-cache", str(files["cache"]), "--teacher-template", str(bad)]
     assert main(args) == 2
     assert "prompt template is not valid YAML: line 3, column 5:" in one_line_error(capsys, "label")
+
+
+def _student_folder(folder: Path, weights: str, config: dict[str, Any]) -> Path:
+    """A folder that looks like a trained student (llkd.json, tokenizer) with the given weights file."""
+    import shutil
+
+    from llkd.models import student_path
+
+    encoder = student_path("minilm")
+    folder.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(encoder / name, folder / name)
+    base = json.loads((encoder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(base | {"architectures": ["BertForSequenceClassification"], "id2label": {"0": "a", "1": "b"},
+                                                          "label2id": {"a": 0, "b": 1}} | config))
+    (folder / "llkd.json").write_text(json.dumps({"schema": {"labels": [{"name": "a"}, {"name": "b"}]}}))
+    if weights == "pickle":
+        import pickle
+
+        (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    else:
+        shutil.copy(encoder / "model.safetensors", folder / "model.safetensors")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("weights", "config", "words"),
+    [
+        ("pickle", {}, "only pickled weights (pytorch_model.bin), which llkd never loads"),
+        ("safetensors", {"model_type": "evilnet", "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.Evil"}},
+         "model_type 'evilnet' is not a transformers architecture; it would need the folder's own code"),
+    ],
+    ids=["pickled-weights", "remote-code"],
+)
+@pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
+def test_a_student_folder_needing_pickle_or_remote_code_is_one_line(tmp_path: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                                                    weights: str, config: dict[str, Any], words: str, command: str) -> None:
+    folder = _student_folder(tmp_path / "student", weights, config)
+    args = {"predict": ["--text", "x"], "evaluate": ["--data", str(files["test"])], "export": []}[command]
+    assert main([command, "--model", str(folder), *args]) == 2  # before: an UnpicklingError or a trust_remote_code traceback
+    assert words in one_line_error(capsys, command)
+
+
+def test_loading_a_student_that_needs_remote_code_is_refused_in_the_api(tmp_path: Path) -> None:
+    """Past the CLI's check too (Student.load, load_trained): ModelNotFound, no code run."""
+    from llkd.models import ModelNotFound
+    from llkd.student.model import load_trained
+
+    folder = _student_folder(tmp_path / "student", "safetensors", {"model_type": "evilnet", "auto_map": {"AutoConfig": "evil.EvilConfig"}})
+    (folder / "evil.py").write_text("raise SystemExit('custom code ran')\n")
+    with pytest.raises(ModelNotFound, match="cannot load the student: "):
+        load_trained(folder)

@@ -106,4 +106,18 @@ def trained_student(folder: Path) -> Path:
         raise ModelNotFound(f"{folder / METADATA}: has no label schema; not written by llkd")
     if not (folder / "config.json").is_file():
         raise ModelNotFound(f"{folder}: incomplete student folder (no config.json)")
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+        what = f"only pickled weights ({', '.join(pickled[:2])}), which llkd never loads" if pickled else "no model weights"
+        raise ModelNotFound(f"{folder}: {what}; llkd saves a student as model.safetensors (retrain it, or convert the weights)")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelNotFound(f"{folder / 'config.json'}: unreadable ({e})") from e
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in CONFIG_MAPPING:  # only custom code could build it, and llkd runs none
+        raise ModelNotFound(f"{folder}: model_type '{model_type}' is not a transformers architecture; it would need the folder's own code "
+                            "(trust_remote_code), which llkd does not run")
     return folder

@@ -79,19 +79,27 @@ def load_student(name_or_path: str, schema: LabelSchema, frozen: bool = False) -
 
 
 def load_trained(folder: str | Path) -> tuple[Any, Any, LabelSchema]:
-    """Load a student that llkd saved (a plain HF folder; the schema is read from its config)."""
+    """Load a student that llkd saved (a plain HF folder; the schema is read from its config).
+    Only safetensors weights and transformers' own model classes: a folder that would need
+    pickled weights or its own code is refused with ModelNotFound, one line, nothing run."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from llkd.models import ModelNotFound
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder}: not a trained student folder (no config.json)")
-    config = AutoConfig.from_pretrained(str(folder))
-    if getattr(config, "llkd_pooling", None):
-        # llkd's own class; outside llkd the copy of modeling_llkd.py in the folder is used
-        model = PooledEncoderClassifier.from_pretrained(str(folder), config=config).eval()
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+        if getattr(config, "llkd_pooling", None):
+            # llkd's own class; outside llkd the copy of modeling_llkd.py in the folder is used
+            model = PooledEncoderClassifier.from_pretrained(str(folder), config=config, use_safetensors=True).eval()
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), trust_remote_code=False, use_safetensors=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # what transformers raises for a folder it cannot load as asked
+        reason = " ".join(str(e).split())
+        raise ModelNotFound(f"{folder}: cannot load the student: {reason[:300]}") from e
     meta = folder / METADATA
     if meta.exists():
         schema = LabelSchema.from_dict(json.loads(meta.read_text())["schema"])

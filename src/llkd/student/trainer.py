@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llkd.config import SelectionConfig, StudentConfig
+from llkd.data.errors import DataError
 from llkd.data.loading import TextSet
 from llkd.data.schema import LabelSchema
 from llkd.evaluation.metrics import classification_report
@@ -36,6 +38,7 @@ from llkd.student.model import autocast, collate, encode, load_student, predict_
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "selector", "torch_rng", "state", "selected", "fingerprint"})
 
 
 def _is_head(name: str) -> bool:
@@ -94,6 +97,29 @@ class TrainResult:
             "data_usage": round(self.data_usage, 4),
             "distinct_samples_used": int(self.selected_rows.sum()),
         }
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by this trainer. weights_only: a checkpoint is data, never code (a
+    planted pickle does not run). One that is truncated, pickled or not a checkpoint is a
+    DataError saying what to do; the file is left as it is (it may be the only copy of a run)."""
+    import warnings
+
+    restart = "move it away (or pass --no-student-resume, which overwrites it) to train from the start"
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: not a checkpoint llkd can read: not plain tensors (pickled objects, which llkd never loads, "
+                        f"or not a torch file at all); {restart}") from e
+    except Exception as e:  # a truncated zip, an empty or foreign file: torch's errors vary by how
+        reason = (str(e).splitlines() or [""])[0].split(". ")[0]
+        reason = reason if len(reason) > 20 else f"{type(e).__name__}: {reason}".rstrip(": ")
+        raise DataError(f"{path}: unreadable checkpoint, truncated or not a torch file ({reason}); {restart}") from e
+    if not isinstance(saved, dict) or not CHECKPOINT_KEYS <= set(saved):
+        raise DataError(f"{path}: not a checkpoint written by llkd train (it lacks {', '.join(sorted(CHECKPOINT_KEYS - set(saved) if isinstance(saved, dict) else CHECKPOINT_KEYS))}); {restart}")
+    return saved
 
 
 class StudentTrainer:
@@ -185,8 +211,7 @@ class StudentTrainer:
         ckpt = self.output / CHECKPOINT
         fingerprint = self._fingerprint(texts)
         if cfg.resume and ckpt.exists():
-            # weights_only: a checkpoint is data, never code (a planted pickle does not run)
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            saved = read_checkpoint(ckpt)
             if saved.get("fingerprint") != fingerprint:
                 log.warning("%s belongs to another run (data, teacher answers or settings differ); starting fresh", ckpt)
             else:
