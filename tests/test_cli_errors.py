@@ -247,3 +247,12 @@ def test_loading_a_student_that_needs_remote_code_is_refused_in_the_api(tmp_path
     (folder / "evil.py").write_text("raise SystemExit('custom code ran')\n")
     with pytest.raises(ModelNotFound, match="cannot load the student: "):
         load_trained(folder)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_works_before_and_after_the_subcommand(where: str) -> None:
+    from llkd.cli import build_parser
+
+    args = ["-v", "label"] if where == "before" else ["label", "-v"]  # before the fix, 'label -v' was an error
+    assert build_parser().parse_args(args).verbose is True
+    assert build_parser().parse_args(["label"]).verbose is False

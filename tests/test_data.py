@@ -31,6 +31,25 @@ def test_records_and_default_ids(agnews_schema):
     assert ts.ids == ["0", "1"] and ts.labels is None
 
 
+def test_an_id_column_is_used_when_none_is_named(tmp_path, caplog):
+    """A file with an 'id' column gets its ids from it (before: row numbers, which disagreed with
+    the file's own ids in exports and predictions), and the log says so; values that cannot be
+    ids fall back to row numbers, with a warning."""
+    import logging
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"id": "t-7", "text": "x"}, {"id": 12, "text": "y"}])
+    with caplog.at_level(logging.INFO, logger="llkd.data.loading"):
+        assert load_texts(path).ids == ["t-7", "12"]
+    assert "ids come from its 'id' column" in caplog.text
+    assert load_texts(path, id_column="text").ids == ["x", "y"]  # a named column still wins
+    assert from_records([{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]).ids == ["a", "b"]
+    caplog.clear()
+    for bad in ([{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], [{"id": "a", "text": "x"}, {"id": " ", "text": "y"}], [{"id": "a", "text": "x"}, {"text": "y"}]):
+        with caplog.at_level(logging.WARNING, logger="llkd.data.loading"):
+            assert from_records(bad).ids == ["0", "1"]
+        assert "empty or repeated values; ids are row numbers" in caplog.text
+
+
 def test_missing_column_names_file_and_columns(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"body": "x"}])
     with pytest.raises(DataError, match=r"d\.jsonl: missing text column 'text'; columns are: body"):

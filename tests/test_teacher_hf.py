@@ -76,3 +76,19 @@ def test_a_tokenizer_that_ignores_split_special_tokens_is_refused() -> None:
         HFTeacher._check_plain_text_tokenisation(careless, "some-model")  # type: ignore[arg-type]
     careful = SimpleNamespace(tokenizer=tokenizer, _encode_plain=lambda text: [7, 8, 9])
     assert HFTeacher._check_plain_text_tokenisation(careful, "some-model") == {1, 2}  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(300)
+def test_no_progress_hides_the_gguf_conversion_bar(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """A fresh cache directory converts the packaged GGUF again; under --no-progress it does so
+    without a bar (before: 'Converting and de-quantizing GGUF tensors...' on stderr)."""
+    from llkd.cli import main
+
+    monkeypatch.setenv("LLKD_CACHE_DIR", str(tmp_path / "cache"))
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(json.dumps({"text": "Stocks fell sharply on Wall Street."}) + "\n")
+    assert main(["label", "--no-progress", "--data-pool", str(pool), "--data-labels", str(demo_dir / "agnews_labels.yaml"),
+                 "--teacher-device", "cpu", "--teacher-calibration", "none"]) == 0
+    assert (tmp_path / "cache" / "hf").is_dir()  # the conversion did run
+    err = capfd.readouterr().err
+    assert "Converting" not in err and "it/s]" not in err, err[-500:]

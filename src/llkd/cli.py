@@ -39,11 +39,14 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llkd", description="Distil an LLM teacher into a small text classifier with LLKD sample selection.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    # -v also after the subcommand (llkd label ... -v); SUPPRESS keeps the top-level value when absent
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="Debug logging.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"llkd.commands.{name}")
         cmd = name.replace("_", "-")
-        p = sub.add_parser(cmd, help=module.HELP, description=module.HELP, formatter_class=_HelpFormatter)
+        p = sub.add_parser(cmd, help=module.HELP, description=module.HELP, formatter_class=_HelpFormatter, parents=[common])
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -65,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
     from llkd.config import ConfigError
     from llkd.data.errors import DataError
-    from llkd.models import ModelNotFound
+    from llkd.models import ModelNotFound, conversion_progress
     from llkd.errors import CacheError, TeacherUnavailable
 
     try:
-        return int(args._run(args) or 0)
+        with conversion_progress(not getattr(args, "no_progress", False)):  # the one bar no pipeline call reaches
+            return int(args._run(args) or 0)
     except (CacheError, ConfigError, DataError, ModelNotFound, TeacherUnavailable) as e:
         print(f"llkd {args.command}: error: {e}", file=sys.stderr)
         return 2

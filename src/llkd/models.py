@@ -7,12 +7,14 @@ take seconds instead of a minute of GGUF parsing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from llkd.config import cache_dir
 
@@ -123,6 +125,41 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+_show_conversion_progress = True
+
+
+@contextlib.contextmanager
+def conversion_progress(show: bool) -> Iterator[None]:
+    """Whether a GGUF conversion inside this block shows its bar (the CLI's --no-progress; the
+    conversion runs deep inside a teacher's constructor, where no progress flag reaches)."""
+    global _show_conversion_progress
+    before, _show_conversion_progress = _show_conversion_progress, show
+    try:
+        yield
+    finally:
+        _show_conversion_progress = before
+
+
+@contextlib.contextmanager
+def _quiet_gguf_bar() -> Iterator[None]:
+    """No bars while converting: transformers' loading and saving bars follow its switch, its
+    GGUF reader's bar is plain tqdm and does not."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    bar, bars_on = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+        if bars_on:
+            hf_logging.enable_progress_bar()
+
+
 def converted_gguf_dir(gguf: Path) -> Path:
     """Convert a GGUF file once to an HF folder in the cache; return the folder."""
     target = cache_dir() / "hf" / f"{gguf.stem}-{file_fingerprint(gguf)}"
@@ -131,18 +168,19 @@ def converted_gguf_dir(gguf: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / ".complete").write_text(str(gguf))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with contextlib.nullcontext() if _show_conversion_progress else _quiet_gguf_bar():
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / ".complete").write_text(str(gguf))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
     return target
 
 

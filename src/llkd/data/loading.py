@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -22,7 +23,10 @@ from typing import Any, Iterable, Sequence
 from llkd.data.errors import DataError
 from llkd.data.schema import LabelSchema
 
+log = logging.getLogger(__name__)
+
 MAX_REPORTED = 10
+DEFAULT_ID_COLUMN = "id"  # used when no id column is named and the data has one
 HF_INSTALL = "pip install 'llkd[hf]'"
 
 
@@ -214,6 +218,21 @@ def as_text_set(
     raise DataError(f"cannot read texts from {type(data).__name__}: pass a list of strings, records, a DataFrame, a datasets.Dataset or a path")
 
 
+def _default_id_column(rows: Sequence[dict[str, Any]], columns: Sequence[str], text_column: str, source: str) -> str | None:
+    """The data's own ``id`` column when no id column was named (row numbers would silently
+    disagree with it), unless its values cannot be ids (empty or repeated); says which."""
+    if DEFAULT_ID_COLUMN not in columns or text_column == DEFAULT_ID_COLUMN:
+        return None
+    values = [row.get(DEFAULT_ID_COLUMN) for row in rows]
+    ids = [str(v) for v in values if v is not None and str(v).strip()]
+    if len(ids) != len(rows) or len(set(ids)) != len(ids):
+        log.warning("%s: its '%s' column has empty or repeated values; ids are row numbers (name an id column with data.id_column)",
+                    source, DEFAULT_ID_COLUMN)
+        return None
+    log.info("%s: ids come from its '%s' column (data.id_column names another)", source, DEFAULT_ID_COLUMN)
+    return DEFAULT_ID_COLUMN
+
+
 def from_records(
     records: Iterable[dict[str, Any]],
     text_column: str = "text",
@@ -236,6 +255,8 @@ def from_records(
         line = f" (line {lines[i]})" if lines is not None and lines[i] != i + 1 else ""
         return f"{source}: row {i + 1}{line}"
 
+    if id_column is None:
+        id_column = _default_id_column(rows, columns, text_column, source)
     for col, role in ((text_column, "text"), (id_column, "id")):
         if col is not None and col not in columns:
             raise DataError(f"{source}: missing {role} column '{col}'; columns are: {', '.join(map(str, columns))}")
