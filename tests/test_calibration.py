@@ -156,3 +156,19 @@ def test_bench_calibrate_uses_the_pool_reference() -> None:
     assert calibrate(POOL, TEST, "none")[1] == pytest.approx(TEST, nan_ok=True)
     with pytest.raises(ValueError, match="content-free"):
         calibrate(POOL, TEST, "contextual")
+
+
+def test_ece_and_reliability_bins_share_one_convention() -> None:
+    from llkd.teacher.calibration import confidence_bins, expected_calibration_error, reliability_bins
+
+    # 0.3 sits on an edge: bin [0.3, 0.4) in both; 1.0 in the last bin, 0.0 in the first
+    conf = np.array([0.3, 0.35, 0.3, 1.0, 0.0, 0.95])
+    correct = np.array([1, 0, 0, 1, 0, 1])
+    assert confidence_bins(conf, 10).tolist() == [3, 3, 3, 9, 0, 9]
+    rel = reliability_bins(conf, correct, 10)
+    assert rel[3][3] == 3 and rel[9][3] == 2 and rel[0][3] == 1 and sum(r[3] for r in rel) == 6
+    # ECE recomputed from the printed bins: bin 3 acc 1/3 vs conf 0.3167, bin 9 acc 1 vs 0.975, bin 0: 0 vs 0
+    by_hand = 3 / 6 * abs(1 / 3 - 0.95 / 3) + 2 / 6 * abs(1.0 - 0.975)
+    assert expected_calibration_error(conf, correct, 10) == pytest.approx(by_hand)
+    assert expected_calibration_error(conf, correct, 10) == pytest.approx(
+        sum(n / 6 * abs(acc - conf[confidence_bins(conf, 10) == k].mean()) for k, (_, _, acc, n) in enumerate(rel) if n))

@@ -243,24 +243,36 @@ def over_prediction_ratio(pred: np.ndarray, gold: np.ndarray, num_labels: int) -
     return float(ratio[worst]), worst
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
-        if sel.any():
-            ece += sel.mean() * abs(correct[sel].mean() - confidence[sel].mean())
-    return float(ece)
+def confidence_bins(confidence: np.ndarray, bins: int = 10) -> np.ndarray:
+    """The bin of each confidence: [k/bins, (k+1)/bins), the last bin closed at 1. The one
+    convention for ECE and the reliability diagram, so a printed ECE matches its own bins."""
+    c = np.asarray(confidence, dtype=np.float64)
+    return np.clip(np.floor(c * bins).astype(int), 0, bins - 1)
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[tuple[float, float, float, int]]:
-    """(bin low, bin high, accuracy, count) per confidence bin."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
+    """(bin low, bin high, accuracy, count) per confidence bin (:func:`confidence_bins`)."""
+    which = confidence_bins(confidence, bins)
+    correct = np.asarray(correct, dtype=np.float64)
     out = []
-    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        sel = (confidence >= lo) & ((confidence < hi) if k < bins - 1 else (confidence <= hi))
-        out.append((float(lo), float(hi), float(correct[sel].mean()) if sel.any() else float("nan"), int(sel.sum())))
+    for k in range(bins):
+        sel = which == k
+        out.append((k / bins, (k + 1) / bins, float(correct[sel].mean()) if sel.any() else float("nan"), int(sel.sum())))
     return out
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """sum over bins of (share of samples) x |accuracy - mean confidence|, same bins as
+    :func:`reliability_bins`."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    which = confidence_bins(confidence, bins)
+    ece = 0.0
+    for k in range(bins):
+        sel = which == k
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - confidence[sel].mean())
+    return float(ece)
 
 
 def _rounded(v: np.ndarray) -> list[float]:
