@@ -148,6 +148,28 @@ def test_read_only_cache_missing_texts_is_refused_before_the_teacher(tmp_path: P
     assert answers_in(folder / "teacher.sqlite") == 56
 
 
+def test_a_read_only_file_in_a_writable_folder_is_read_and_refuses_writes_up_front(tmp_path: Path) -> None:
+    path = tmp_path / "teacher.sqlite"
+    fill(path, TEXTS[:60])
+    if os.geteuid() == 0:  # file modes do not stop root; the immutable attribute does
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+        undo = ["chattr", "-i", str(path)]
+    else:
+        path.chmod(0o444)
+        undo = ["chmod", "644", str(path)]
+    try:
+        teacher = CountingTeacher()
+        with TeacherCache(path) as cache:
+            assert cache.read_only
+            assert label_texts(teacher, TEXTS[:60], cache, progress=False).answered.all()
+            with pytest.raises(CacheError, match=r"is read-only \(the file is not writable\) and 4 of 64 texts have no cached answer"):
+                label_texts(teacher, TEXTS, cache, progress=False)
+        assert teacher.asked == []  # before: the first batch was scored, then the write failed
+    finally:
+        subprocess.run(undo, capture_output=True)
+
+
 def test_no_cache_in_a_read_only_folder_says_so(tmp_path: Path, read_only: Callable[[Path], None]) -> None:
     folder = tmp_path / "media"
     folder.mkdir()

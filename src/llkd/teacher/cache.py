@@ -21,6 +21,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -112,6 +113,10 @@ class TeacherCache:
             if _is_not_a_cache(e) or not existed:
                 raise CacheError(f"cannot open the teacher cache {self.path}: {_reason(e)}; {_hint(e)}") from e
             self._db = self._open_read_only(e)
+            return
+        if not os.access(self.path, os.W_OK):  # SQLite opened a read-only file quietly: say so before any write
+            self.read_only, self._read_only_reason = True, "the file is not writable"
+            log.warning("teacher cache %s is read-only (%s): cached answers are used, new ones cannot be saved", self.path, self._read_only_reason)
 
     def _open_read_write(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
