@@ -105,6 +105,7 @@ class HFTeacher(Teacher):
         (a tokenizer that ignored split_special_tokens would let texts inject prompt structure)."""
         decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
         control = frozenset(self.tokenizer.all_special_ids) | {i for i, t in decoder.items() if getattr(t, "special", False)}
+        control -= {getattr(self.tokenizer, "unk_token_id", None)}  # what plain text maps unknown characters to: not structure
         markup = "".join(str(t.content) for i, t in decoder.items() if i in control) + "".join(self.tokenizer.all_special_tokens)
         if markup and control & set(self._encode_plain(markup)):
             raise ConfigError(f"teacher '{model}': its tokenizer ({type(self.tokenizer).__name__}) turns control-token strings in a text "
