@@ -33,8 +33,8 @@ from llkd.evaluation.plots import (
     reliability_diagram,
 )
 
-if TYPE_CHECKING:
-    from llkd.student.trainer import TrainResult
+if TYPE_CHECKING:  # the run's result only: a report reads what training produced, not the trainer
+    from llkd.student.result import TrainResult
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import math
 import os
 import pickle
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from llkd.selection.thresholds import weighted_cross_entropy, weighted_soft_cros
 from llkd.hardware import resolve_dtype
 from llkd.student.embeddings import cached_embeddings
 from llkd.student.model import autocast, collate, encode, load_student, predict_probs, save_student
+from llkd.student.result import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -70,33 +70,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class TrainResult:
-    model_dir: Path
-    steps: int
-    optimizer_updates: int
-    gradient_samples: int  # sample-steps that got a backward pass
-    sample_steps_seen: int
-    data_usage: float  # distinct pool samples ever selected / pool size
-    selected_rows: np.ndarray  # bool [N]
-    dev_history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def sample_step_rate(self) -> float:
-        return self.gradient_samples / max(self.sample_steps_seen, 1)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "optimizer_updates": self.optimizer_updates,
-            "gradient_samples": self.gradient_samples,
-            "sample_steps_seen": self.sample_steps_seen,
-            "sample_step_rate": round(self.sample_step_rate, 4),
-            "data_usage": round(self.data_usage, 4),
-            "distinct_samples_used": int(self.selected_rows.sum()),
-        }
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
