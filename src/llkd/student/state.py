@@ -1,0 +1,93 @@
+"""The trainer's state and what the loop hands its callbacks: small objects, no behaviour
+beyond bookkeeping."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run must get back besides weights, optimiser, scheduler, selector
+    and RNG (a checkpoint holds the counters as JSON and ``selected`` as a tensor)."""
+
+    selected: np.ndarray  # bool [n]: training rows ever selected
+    step: int = 0
+    updates: int = 0  # optimiser steps (a step that selects nothing makes none)
+    gradient_samples: int = 0  # sample-steps that got a backward pass
+    seen: int = 0  # sample-steps, selected or not
+    dev_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, n: int) -> TrainState:
+        return cls(selected=np.zeros(n, dtype=bool))
+
+    def record_update(self, rows: np.ndarray) -> None:
+        """One optimiser step on the training rows ``rows`` (the whole batch's selected set)."""
+        self.updates += 1
+        self.gradient_samples += len(rows)
+        self.selected[rows] = True
+
+    def counters(self) -> dict[str, Any]:
+        """The JSON part of a checkpoint (keys and order as checkpoints have always had them)."""
+        return {"step": self.step, "updates": self.updates, "gradient_samples": self.gradient_samples, "seen": self.seen,
+                "dev_history": self.dev_history}
+
+    def restore(self, counters: dict[str, Any], selected: np.ndarray) -> None:
+        for name in ("step", "updates", "gradient_samples", "seen", "dev_history"):
+            if name in counters:
+                setattr(self, name, counters[name])
+        self.selected = selected
+
+
+@dataclass
+class Schedule:
+    """Steps of a run: epochs of ``ceil(n / batch_size)`` steps; a fractional last epoch ends early."""
+
+    n: int  # training rows
+    batch_size: int
+    epochs: float
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch))
+
+    def epoch_ends(self, step: int) -> bool:
+        """Whether ``step`` steps done closes an epoch (or the run)."""
+        return step % self.steps_per_epoch == 0 or step == self.total_steps
+
+
+@dataclass
+class StepOutcome:
+    """One finished step, for the callbacks (``TrainState.step`` already counts it)."""
+
+    epoch: int  # 0-based epoch the step belonged to
+    batch: int  # rows in the whole batch (every process's share)
+    selected: int  # of them selected, summed over processes
+    loss: float  # NaN: nothing selected, no update
+    lr: float  # the encoder group's learning rate after the step
+    stats: dict[str, Any]  # the selector's thresholds etc., and per-class counts
+    epoch_end: bool
+
+
+@dataclass
+class TrainParts:
+    """What one run trains with, built once by the trainer and shared with its callbacks."""
+
+    acc: Any  # accelerate.Accelerator
+    model: Any  # the unwrapped student (saved, evaluated)
+    tokenizer: Any
+    trainable: Any  # what the optimiser trains: the model, or only its head (prepared by accelerate)
+    optimizer: Any
+    scheduler: Any
+    selector: Any
+    mode: Any  # llkd.student.modes.StudentMode
+    schedule: Schedule
