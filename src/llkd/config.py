@@ -68,7 +68,7 @@ class DataConfig(_Section):
     dev: Path | None = Field(None, description="Optional labelled texts evaluated after each epoch.")
     labels: Path | None = Field(None, description="Label schema YAML: names, optional descriptions and verbalizers.")
     text_column: str = Field("text", description="Column holding the text.")
-    id_column: str | None = Field(None, description="Column holding a unique id (default: row number).")
+    id_column: str | None = Field(None, description="Column holding a unique id (default: the file's own id column if it has one, else the row number).")
     label_column: str | None = Field("label", description="Column holding the gold label in test/dev files.")
 
 
