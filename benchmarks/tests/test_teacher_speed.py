@@ -6,7 +6,7 @@ import json
 import pytest
 
 from llkd.cli import main
-from llkd.bench.teacher_speed import matmul_peak_gflops
+from llkd_bench.teacher_speed import matmul_peak_gflops
 from llkd.teacher.prompt import label_from_reply
 
 

@@ -182,7 +182,7 @@ def run_reference(teacher: HFTeacher, texts: Sequence[str], progress: bool = Fal
     _sync(teacher.device)
     t0 = time.perf_counter()
     for text in tqdm(texts, desc="(b) no reuse", unit="text", disable=not progress, dynamic_ncols=True):
-        ids = teacher._text_ids(text)
+        ids = teacher.text_token_ids(text)
         s = teacher.label_log_probs_without_reuse(ids).tolist()
         run.scores.append(s)  # type: ignore[union-attr]
         run.preds.append(int(np.argmax(s)))
@@ -197,7 +197,7 @@ def run_reference(teacher: HFTeacher, texts: Sequence[str], progress: bool = Fal
 
 def fast_batches(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> list[list[list[int]]]:
     """The token batches :meth:`HFTeacher.score` runs (sorted by length, ``batch_size`` each)."""
-    encoded = [teacher._text_ids(t) for t in texts]
+    encoded = [teacher.text_token_ids(t) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     return [[encoded[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
 
@@ -227,7 +227,7 @@ def timed_score(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> tu
     all texts, the shared prefix computed inside the timed call (its cached KV dropped first)."""
     old_batch = teacher.batch_size
     teacher.batch_size = batch_size
-    teacher._prefix_kv = None
+    teacher.reset_prefix_cache()
     try:
         _sync(teacher.device)
         t0 = time.perf_counter()
@@ -255,7 +255,7 @@ def run_fast(teacher: HFTeacher, texts: Sequence[str], batch_size: int) -> Metho
     run.tokens, run.real_tokens, run.head_positions = fast_work(teacher, texts, batch_size)
     # Summed label log-probs from the same batched path (untimed), to compare with (b).
     scores: list[list[float] | None] = [None] * len(texts)
-    encoded = [teacher._text_ids(t) for t in texts]
+    encoded = [teacher.text_token_ids(t) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]

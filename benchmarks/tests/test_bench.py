@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llkd.bench.answers import PACKAGED, answers_file, lookup, read_answers, write_answers
-from llkd.bench.datasets import DATASETS, load_dataset, text_key
-from llkd.bench.noise import NoiseSpec, inject_noise
-from llkd.bench.report import CSV_COLUMNS, aggregate, compare, markdown_table, summary_table, verdict, write_csv
+from llkd_bench.answers import PACKAGED, answers_file, lookup, read_answers, write_answers
+from llkd_bench.datasets import DATASETS, load_dataset, text_key
+from llkd_bench.noise import NoiseSpec, inject_noise
+from llkd_bench.report import CSV_COLUMNS, aggregate, compare, markdown_table, summary_table, verdict, write_csv
 from llkd.data.errors import DataError
 
-from conftest import shared_data_root as _data_root
+from bench_data import shared_data_root as _data_root
 
 
 # -- datasets --------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_answer_files_roundtrip_merge_and_schema_check(tmp_path: Path) -> None:
 
 
 def test_committed_quick_answers_cover_quick_mode() -> None:
-    from llkd.commands.bench import QUICK
+    from llkd_bench.commands.bench import QUICK
 
     root = _data_root()
     for name in QUICK["datasets"]:
@@ -156,7 +156,7 @@ def test_committed_quick_answers_cover_quick_mode() -> None:
 
 def test_committed_answers_cover_both_tiers_defaults() -> None:
     """The fine-tuned and frozen tiers' default splits run from committed SmolLM2 answers."""
-    from llkd.commands.bench import FROZEN, FULL
+    from llkd_bench.commands.bench import FROZEN, FULL
 
     root = _data_root()
     for name in FULL["datasets"]:
@@ -273,7 +273,7 @@ def test_bench_end_to_end_from_committed_answers(tmp_path: Path) -> None:
 def test_seed_argument_forms(given: str, expected: list[int]) -> None:
     import argparse
 
-    from llkd.commands.bench import _settings, add_arguments
+    from llkd_bench.commands.bench import _settings, add_arguments
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -284,7 +284,7 @@ def test_seed_argument_forms(given: str, expected: list[int]) -> None:
 def test_seed_argument_that_would_run_nothing_is_an_error(given: str) -> None:
     import argparse
 
-    from llkd.commands.bench import _settings, add_arguments
+    from llkd_bench.commands.bench import _settings, add_arguments
     from llkd.config import ConfigError
 
     p = argparse.ArgumentParser()
@@ -294,7 +294,7 @@ def test_seed_argument_that_would_run_nothing_is_an_error(given: str) -> None:
 
 
 def test_run_fingerprints_ignore_the_output_folder() -> None:
-    from llkd.bench.runner import same_settings
+    from llkd_bench.runner import same_settings
 
     a = json.dumps({"student": {"epochs": 3, "output": "runs/a/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
     moved = json.dumps({"student": {"epochs": 3, "output": "elsewhere/x/seed0"}, "selection": {"selector": "llkd"}}, sort_keys=True)
@@ -305,7 +305,7 @@ def test_run_fingerprints_ignore_the_output_folder() -> None:
 
 
 def test_variant_tags_parse_floors_and_reject_unknown_tags() -> None:
-    from llkd.bench.runner import selector_and_overrides
+    from llkd_bench.runner import selector_and_overrides
 
     assert selector_and_overrides("llkd+tglobal+floor8") == ("llkd", (("teacher_threshold", "global"), ("min_per_step", 8)))
     assert selector_and_overrides("fixed") == ("fixed", ())
@@ -315,7 +315,7 @@ def test_variant_tags_parse_floors_and_reject_unknown_tags() -> None:
 
 
 def test_an_option_added_later_does_not_invalidate_earlier_runs() -> None:
-    from llkd.bench.runner import same_settings
+    from llkd_bench.runner import same_settings
 
     old = json.dumps({"selection": {"selector": "llkd", "class_balance": "selected_share"}}, sort_keys=True)
     same = json.dumps({"selection": {"selector": "llkd", "class_balance": "selected_share", "teacher_threshold": "class"}}, sort_keys=True)

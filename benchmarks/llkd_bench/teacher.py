@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from llkd.bench.answers import answers_file, lookup, read_answers, write_answers
-from llkd.bench.datasets import BenchData
+from llkd_bench.answers import answers_file, lookup, read_answers, write_answers
+from llkd_bench.datasets import BenchData
 from llkd.config import TeacherConfig
 from llkd.data.errors import DataError
 from llkd.data.loading import TextSet

@@ -2,13 +2,13 @@
 
 import pytest
 
-from conftest import shared_data_root
+from bench_data import shared_data_root
 
 
 @pytest.mark.timeout(300)
 def test_student_speed_measures_both_dtypes_and_a_frozen_run():
-    from llkd.bench.answers import PACKAGED
-    from llkd.bench.student_speed import markdown, measure
+    from llkd_bench.answers import PACKAGED
+    from llkd_bench.student_speed import markdown, measure
 
     res = measure("agnews", texts_n=16, train_steps=2, batch=4, frozen_pool=40, data_root=shared_data_root(), answers_dir=PACKAGED, fit_steps=2)
     for dtype in ("float32", "bfloat16"):

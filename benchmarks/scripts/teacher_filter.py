@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Usage: python scripts/teacher_filter.py                    (committed answers only; no teacher runs)
-       python scripts/teacher_filter.py per-class TEACHER POOL DATASET [DATASET ...]
+"""Usage: python benchmarks/scripts/teacher_filter.py                    (committed answers only; no teacher runs)
+       python benchmarks/scripts/teacher_filter.py per-class TEACHER POOL DATASET [DATASET ...]
 
 How informative is the teacher's confidence? Pool label accuracy of the rows LLKD's teacher
 side keeps (confidence >= its pseudo-label class's mean confidence, the first-batch/EMA level
@@ -13,15 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from llkd.bench.datasets import load_dataset
-from llkd.bench.runner import calibrate
-from llkd.bench.teacher import get_answers
+from llkd_bench.answers import PACKAGED
+from llkd_bench.datasets import load_dataset
+from llkd_bench.runner import calibrate
+from llkd_bench.teacher import get_answers
 
 
 def pool_answers(teacher: str, pool_size: int, d: str):
     data = load_dataset(d, None, pool_size, 1000, 0)
-    a = get_answers(data, teacher, Path("src/llkd/bench/answers"), "answers", progress=False)
-    pool, _ = calibrate(a.pool, a.test, "balanced")
+    a = get_answers(data, teacher, PACKAGED, "answers", progress=False)
+    pool, _, _ = calibrate(a.pool, a.test, "balanced")
     return data, pool
 
 

@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llkd.bench.datasets import BenchData, carve_dev_from_pool, load_dataset, skew_pool
-from llkd.bench.noise import NoiseSpec, inject_noise
-from llkd.bench.teacher import TeacherAnswers, get_answers
+from llkd_bench.datasets import BenchData, carve_dev_from_pool, load_dataset, skew_pool
+from llkd_bench.noise import NoiseSpec, inject_noise
+from llkd_bench.teacher import TeacherAnswers, get_answers
 from llkd.evaluation.metrics import classification_report, reweighted_macro_f1
 from llkd.pipeline import calibration_summary
 from llkd.teacher.calibration import CALIBRATORS, Calibrator, LabelledAnswers, fit_calibrator, total_variation

@@ -1,7 +1,7 @@
 """Teacher calibration under skewed class priors, from the committed answer files alone.
 
 For each teacher and case (a dataset's own pool, or its pool resampled to a long-tailed prior
-with `llkd.bench.datasets.skew_pool`), every calibrator is fitted on the pool's raw answers
+with `llkd_bench.datasets.skew_pool`), every calibrator is fitted on the pool's raw answers
 (and, for `prior@dev` / `auto@dev`, on a gold-labelled dev split carved from the pool side and
 resampled the same way) and scored:
 
@@ -11,7 +11,7 @@ resampled the same way) and scored:
 - `pool`: macro-F1 on the pool's own texts (the labels the student learns from);
 - `tv`: total variation between the class prior the calibrator implies and the pool's true one.
 
-Usage: python scripts/calibration_table.py [--teachers qwen2.5-1.5b,...] [--json docs/results/calibration.json] [--md docs/results/calibration.md]
+Usage: python benchmarks/scripts/calibration_table.py [--teachers qwen2.5-1.5b,...] [--json docs/results/calibration.json] [--md docs/results/calibration.md]
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llkd.bench.answers import PACKAGED, answers_file, lookup, read_answers
-from llkd.bench.datasets import carve_dev_from_pool, load_dataset, skew_pool
+from llkd_bench.answers import PACKAGED, answers_file, lookup, read_answers
+from llkd_bench.datasets import carve_dev_from_pool, load_dataset, skew_pool
 from llkd.evaluation.metrics import macro_f1, reweighted_macro_f1
 from llkd.teacher.calibration import LabelledAnswers, calibrated_em_prior, confusion_prior, fit_calibrator, total_variation, votes_prior
 

@@ -12,7 +12,7 @@ HELP = "Measure the student side by side in one run: fine-tune and inference sam
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from llkd.bench.answers import PACKAGED
+    from llkd_bench.answers import PACKAGED
 
     p.add_argument("--dataset", default="agnews", help="Benchmark dataset whose texts are used.")
     p.add_argument("--texts", type=int, default=512, help="Texts for the inference measurement.")
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llkd.bench.student_speed import markdown, measure
+    from llkd_bench.student_speed import markdown, measure
 
     res = measure(args.dataset, args.texts, args.train_steps, frozen_pool=args.frozen_pool, data_root=args.data_root, answers_dir=args.answers, threads=args.threads)
     text = markdown(res, "llkd " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

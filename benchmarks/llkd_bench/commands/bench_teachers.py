@@ -26,7 +26,7 @@ def _csv(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from llkd.bench.answers import PACKAGED
+    from llkd_bench.answers import PACKAGED
 
     p.add_argument("--teachers", default=DEFAULT_TEACHERS, help="Comma list of teachers (packaged names, HF folders or GGUF files).")
     p.add_argument("--datasets", default=DEFAULT_DATASETS, help="Comma list of benchmark datasets.")
@@ -71,7 +71,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llkd.bench.teachers import (VARIANTS, cell_key, machine_info, measure_cell, measure_cell_from_answers, note_order,
+    from llkd_bench.teachers import (VARIANTS, cell_key, machine_info, measure_cell, measure_cell_from_answers, note_order,
                                      parse_sizes, read_results, requested_cells, write_markdown, write_results)
     from llkd.config import ConfigError
 

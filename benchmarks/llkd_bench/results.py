@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from llkd.bench.report import (
+from llkd_bench.report import (
     aggregate,
     compare,
     comparison_text,
@@ -21,7 +21,7 @@ from llkd.bench.report import (
     summary_table,
     write_csv,
 )
-from llkd.bench.runner import Bench
+from llkd_bench.runner import Bench
 from llkd.hardware import cpu_summary
 
 

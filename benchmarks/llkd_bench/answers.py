@@ -4,7 +4,7 @@ no teacher.
 Format: gzip JSONL. Line 1 is a header ``{"format", "dataset", "teacher", "identity",
 "schema"}`` (``schema`` is the label schema's fingerprint: answers for another label set or
 other verbalizers are refused). Every further line is ``{"k": <text key>, "p": [probs]}`` with
-the text key of :func:`llkd.bench.datasets.text_key` and the teacher's raw (uncalibrated)
+the text key of :func:`llkd_bench.datasets.text_key` and the teacher's raw (uncalibrated)
 distribution over labels, rounded to 5 decimals. Files are merged on write, so exporting a
 larger split adds to what is there.
 """

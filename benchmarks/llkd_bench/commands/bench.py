@@ -30,7 +30,7 @@ def _csv(text: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from llkd.bench.answers import PACKAGED
+    from llkd_bench.answers import PACKAGED
     from llkd.config import TeacherConfig
     from llkd.teacher.calibration import CALIBRATORS
 
@@ -78,8 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):  # noqa: ANN202
-    from llkd.bench.datasets import default_data_root
-    from llkd.bench.runner import SUITES, BenchSettings
+    from llkd_bench.datasets import default_data_root
+    from llkd_bench.runner import SUITES, BenchSettings
     from llkd.config import ConfigError
 
     preset = QUICK if args.quick else (FROZEN if args.tier == "frozen" else FULL)
@@ -100,7 +100,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
             raise ConfigError(f"--seeds must be a count or a comma list of integers, not {args.seeds!r}") from None
         if not seeds:
             raise ConfigError("--seeds names no seed")
-    from llkd.bench.runner import DEFAULT_VARIANTS, MATCHED, REFERENCES, VARIANT_TAG_HELP, selector_and_overrides
+    from llkd_bench.runner import DEFAULT_VARIANTS, MATCHED, REFERENCES, VARIANT_TAG_HELP, selector_and_overrides
     from llkd.selection.selectors import SELECTORS
 
     methods = _csv(args.methods)
@@ -157,11 +157,11 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
 
 
 def run(args: argparse.Namespace) -> int:
-    from llkd.bench.datasets import load_dataset
+    from llkd_bench.datasets import load_dataset
 
     s = _settings(args)
     if args.export_answers:
-        from llkd.bench.teacher import export_answers
+        from llkd_bench.teacher import export_answers
 
         for name in s.datasets:
             data = load_dataset(name, s.data_root, s.pool_size, s.test_size, s.split_seed, s.dev_size)
@@ -172,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
                       + (f"; {missing} texts have no cached answer yet" if missing else ""))
         return 0
 
-    from llkd.bench.results import write_outputs
-    from llkd.bench.runner import Bench
+    from llkd_bench.results import write_outputs
+    from llkd_bench.runner import Bench
 
     started = time.time()
     command = "llkd " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("llkd") else "llkd bench (called from Python)"

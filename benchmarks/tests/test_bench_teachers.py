@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llkd.bench.teachers import (NOTES_MARKER, VARIANTS, cell_key, compare_calibrators, empty_results, markdown, note_order,
+from llkd_bench.teachers import (NOTES_MARKER, VARIANTS, cell_key, compare_calibrators, empty_results, markdown, note_order,
                                  parse_sizes, read_results, score_cell, write_markdown, write_results)
 
-from conftest import shared_data_root as _data_root
+from bench_data import shared_data_root as _data_root
 
 
 def _fake_cell(teacher: str, dataset: str, acc: float, old_format: bool = False) -> dict:
@@ -101,8 +101,8 @@ def test_markdown_table_on_fake_numbers(tmp_path: Path) -> None:
 
 
 def test_answers_only_run_needs_no_teacher(tmp_path: Path) -> None:
-    from llkd.bench.answers import answers_file, write_answers
-    from llkd.bench.datasets import load_dataset
+    from llkd_bench.answers import answers_file, write_answers
+    from llkd_bench.datasets import load_dataset
     from llkd.cli import main
 
     root = _data_root()

@@ -1,4 +1,4 @@
-"""Tables of the imbalance study (scripts/imbalance_grid.sh): per case, the teacher and every
+"""Tables of the imbalance study (benchmarks/scripts/imbalance_grid.sh): per case, the teacher and every
 student method under each calibration setting, mean over seeds.
 
 Columns: macro-F1 on test as it is; for long-tailed pools also macro-F1 with the test split
@@ -6,7 +6,7 @@ weighted to the pool's class mix (`@pool`); macro-F1 on the dev split (carved fr
 side, skewed like the pool: what settings are chosen on); and how far the predicted class mix
 on test is from the gold mix (total variation).
 
-Usage: python scripts/imbalance_table.py runs/imbalance-frozen [--md docs/results/imbalance-frozen.md]
+Usage: python benchmarks/scripts/imbalance_table.py runs/imbalance-frozen [--md docs/results/imbalance-frozen.md]
 """
 
 from __future__ import annotations

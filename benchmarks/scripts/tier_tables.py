@@ -1,7 +1,7 @@
 """Markdown tables for docs/results.md from benchmark folders (their runs.csv / record.json).
 
-    python scripts/tier_tables.py bound runs/sup-ft runs/sup-fz300 runs/sup-fz2000
-    python scripts/tier_tables.py variants runs/bench-frozen [more folders]
+    python benchmarks/scripts/tier_tables.py bound runs/sup-ft runs/sup-fz300 runs/sup-fz2000
+    python benchmarks/scripts/tier_tables.py variants runs/bench-frozen [more folders]
 
 `bound`: the gold-label supervised bound per dataset, one column per folder.
 `variants`: every student method of a frozen-tier grid, dev and test macro-F1 per dataset
@@ -11,15 +11,15 @@ LLKD vs the best baseline (all, soft, random, fixed, freematch) with paired-seed
 and a per-seed bootstrap over test texts, LLKD's gradient samples as a share of all's, the
 compute-matched baselines and the one-signal ablations beside it.
 
-    python scripts/tier_tables.py claim runs/ft-qwen-*
-    python scripts/tier_tables.py claim:llkd+bal runs/ft-qwen-*   (another LLKD variant as the target)
+    python benchmarks/scripts/tier_tables.py claim runs/ft-qwen-*
+    python benchmarks/scripts/tier_tables.py claim:llkd+bal runs/ft-qwen-*   (another LLKD variant as the target)
 
 `stress`: noise suite rows (teacher noise x dataset x selector, test macro-F1 mean over seeds)
 from one or more folders; clean rows come from any folder's un-noised runs of the same
 selectors and seeds (e.g. a baselines folder), and the last column is each selector's worst
 difference to `all`.
 
-    python scripts/tier_tables.py stress runs/stress-frozen-2 runs/bench-frozen
+    python benchmarks/scripts/tier_tables.py stress runs/stress-frozen-2 runs/bench-frozen
 
 `stress-dev`: the same table on the dev split (what a choice of variant may look at).
 
@@ -28,7 +28,7 @@ step of the batch, steps that kept nothing, the student's mean normalised entrop
 and last tenth of training, and on the test split the largest predicted-class share against the
 largest gold share (a collapse to one class shows as a share near 1).
 
-    python scripts/tier_tables.py steps runs/ft2k-*
+    python benchmarks/scripts/tier_tables.py steps runs/ft2k-*
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ BESIDE = ["all@matched", "random@matched", "llkd-paper", "teacher_adaptive", "st
 def claim(folders: list[str], target: str = "llkd") -> str:
     import numpy as np
 
-    from llkd.bench.datasets import load_dataset
+    from llkd_bench.datasets import load_dataset
     from llkd.evaluation.metrics import bootstrap_diff_ci
 
     rs = [r for f in folders for r in records(f)]
@@ -201,7 +201,7 @@ def stress(folders: list[str], metric: str = "macro_f1") -> str:
 def steps(folders: list[str]) -> str:
     import numpy as np
 
-    from llkd.bench.datasets import load_dataset
+    from llkd_bench.datasets import load_dataset
 
     rs = [r for f in folders for r in records(f) if r["kind"] == "student"]
     by: dict[tuple[str, str], list[dict]] = defaultdict(list)

@@ -1,7 +1,7 @@
 """Teacher table: every packaged teacher on every benchmark dataset, zero-shot.
 
 For one (teacher, dataset) *cell*: the dataset's fixed test split (gold labels) and its
-unlabeled pool (no labels) from :func:`llkd.bench.datasets.load_dataset`; the teacher's raw
+unlabeled pool (no labels) from :func:`llkd_bench.datasets.load_dataset`; the teacher's raw
 distributions for both, plus its answer on the content-free input ``"N/A"``, taken from the
 committed answer files, then the teacher cache, then the teacher itself (every answer goes into
 the cache, committed per batch, so a killed run resumes). On the test texts it reports, for
@@ -31,8 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from llkd.bench.answers import answers_file, lookup, read_answers
-from llkd.bench.datasets import DATASETS, load_dataset
+from llkd_bench.answers import answers_file, lookup, read_answers
+from llkd_bench.datasets import DATASETS, load_dataset
 from llkd.evaluation.metrics import classification_report
 from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, expected_calibration_error, fit_calibrator, over_prediction_ratio
 
@@ -449,7 +449,7 @@ def markdown(results: dict[str, Any], title: str = "Packaged teachers on the ben
     lines = [f"# {title}", ""]
     lines.append(
         "Zero-shot accuracy, macro-F1 (in %), ECE and worst over-prediction of each packaged teacher on the fixed test "
-        "split of each benchmark dataset (`llkd.bench.datasets`, split seed "
+        "split of each benchmark dataset (`llkd_bench.datasets`, split seed "
         f"{', '.join(str(x) for x in sorted({c['split_seed'] for c in cells.values()})) or 0}), scored by verbalizer likelihood as in "
         "method.md section 1, raw (`none`) and under every calibrator of `llkd.teacher.calibration`, each fitted on the "
         "dataset's unlabeled pool answers only (no labels) and applied to the test answers: **mean** (divide by the pool's "

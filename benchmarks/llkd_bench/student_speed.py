@@ -42,7 +42,7 @@ def _train_throughput(model: Any, tokenizer: Any, texts: list[str], labels: list
 def measure(dataset: str = "agnews", texts_n: int = 512, train_steps: int = 20, batch: int = 16, max_length: int = 64,
             frozen_pool: int = 2000, data_root: Path | None = None, answers_dir: Path | None = None, threads: int | None = None,
             fit_steps: int = 30) -> dict[str, Any]:
-    from llkd.bench.datasets import load_dataset
+    from llkd_bench.datasets import load_dataset
     from llkd.student.model import load_student, predict_probs
 
     if threads:
@@ -81,7 +81,7 @@ def measure(dataset: str = "agnews", texts_n: int = 512, train_steps: int = 20, 
 def _frozen_run(data: Any, pool_n: int, answers_dir: Path | None) -> dict[str, Any]:
     """Wall time of a frozen-mode llkd training run (20 epochs) on the benchmark pool, with a
     cold embedding cache (encodes the pool) and then a warm one (what reruns pay)."""
-    from llkd.bench.teacher import get_answers
+    from llkd_bench.teacher import get_answers
     from llkd.config import LLKDConfig
     from llkd.data.loading import TextSet
     from llkd.pipeline import train_student

@@ -7,12 +7,11 @@ import argparse
 import datetime
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from llkd.config import ConfigError, DataConfig, add_config_flags, config_from_args
-from llkd.pipeline import load_schema, load_split
+from llkd.config import ConfigError, add_config_flags, config_from_args
+from llkd.pipeline import bundled_demo_data, load_schema, load_split
 from llkd.preflight import check_teacher
 
 HELP = ("Benchmark the local (hf) teacher: texts/s of a naive chat-template + generate loop, of per-label "
@@ -38,13 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, ("data", "teacher"))
 
 
-def bundled_demo_data() -> DataConfig:
-    """The AG News slice shipped with llkd (300 labelled test texts, 4 labels)."""
-    root = Path(str(resources.files("llkd.resources").joinpath("demo")))
-    return DataConfig(test=root / "agnews_test.jsonl", pool=root / "agnews_pool.jsonl",
-                      labels=root / "agnews_labels.yaml", id_column="id")
-
-
 def bench_texts(cfg: Any, n: int) -> tuple[Any, Any, str]:
     """(schema, TextSet of at most n texts, description): the test split if given, else the
     pool, else the bundled AG News test slice."""
@@ -61,7 +53,7 @@ def bench_texts(cfg: Any, n: int) -> tuple[Any, Any, str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from llkd.bench.teacher_speed import bench_teacher, format_report
+    from llkd_bench.teacher_speed import bench_teacher, format_report
     from llkd.teacher.hf import HFTeacher
     from llkd.teacher.labeling import build_teacher
 
@@ -114,7 +106,7 @@ def run_dtypes(args: argparse.Namespace, cfg: Any, schema: Any, texts: Any, sour
     """The same teacher loaded once per dtype, llkd's scoring timed side by side."""
     import torch
 
-    from llkd.bench.teacher_speed import compare_dtypes, format_dtype_report
+    from llkd_bench.teacher_speed import compare_dtypes, format_dtype_report
     from llkd.teacher.hf import HFTeacher
     from llkd.teacher.labeling import build_teacher
 
