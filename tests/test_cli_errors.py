@@ -54,11 +54,24 @@ def one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
         (["--student-device", "bogus"], "student.device: device must be one of auto, cpu, cuda, cuda:N, mps, not 'bogus'"),
         (["--teacher-backend", "openai"], "needs teacher.base_url"),
         (["--student", "/no/such/encoder"], "student model '/no/such/encoder' is neither"),
+        # a setting the backend would ignore is refused, not swallowed
+        (["--teacher-votes", "3"], "teacher.votes does not apply to the hf teacher backend (it reads: batch_size, device, dtype, model, template)"),
+        (["--teacher-backend", "openai", "--teacher-base-url", "http://127.0.0.1:9/v1", "--teacher-dtype", "bfloat16", "--teacher-batch-size", "4"],
+         "teacher.batch_size, teacher.dtype does not apply to the openai teacher backend"),
     ],
 )
 def test_train_rejects_bad_settings_before_the_teacher(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str], extra: list[str], words: str) -> None:
     assert main(train_args(files, *extra)) == 2
     assert words in one_line_error(capsys, "train")
+
+
+def test_backend_options_that_apply_or_stay_at_their_default_pass() -> None:
+    from llkd.config import TeacherConfig
+    from llkd.teacher.labeling import check_backend_options
+
+    check_backend_options(TeacherConfig(backend="openai", base_url="http://x/v1", votes=3, confidence="vote"))
+    check_backend_options(TeacherConfig(backend="hf", dtype="bfloat16", batch_size=4))
+    check_backend_options(TeacherConfig(backend="openai", base_url="http://x/v1", device="auto"))  # set, but to the default
 
 
 def test_train_rejects_a_bad_test_file_before_the_teacher(files: dict[str, Path], no_teacher: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,11 +37,11 @@ def check_device_available(device: str, what: str) -> None:
 
 def check_teacher(cfg: TeacherConfig) -> None:
     """Backend, its prerequisites, prompt template, device and (for local files) the model path."""
-    from llkd.teacher import TEACHER_BACKENDS
     from llkd.teacher.prompt import PromptTemplate
 
-    if cfg.backend not in TEACHER_BACKENDS:
-        raise ConfigError(f"unknown teacher backend '{cfg.backend}'; choose one of: {', '.join(TEACHER_BACKENDS.names())}")
+    from llkd.teacher.labeling import check_backend_options
+
+    check_backend_options(cfg)  # the backend exists, and reads every setting the user gave
     if cfg.template != "auto":
         PromptTemplate.load(cfg.template)  # raises ConfigError naming the problem
     if cfg.backend == "openai":

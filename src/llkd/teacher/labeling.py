@@ -18,11 +18,35 @@ from llkd.teacher.cache import TeacherCache, text_hash
 log = logging.getLogger(__name__)
 
 
-def build_teacher(cfg: TeacherConfig, schema: LabelSchema) -> Teacher:
+_NOT_BACKEND_OPTIONS = {"backend", "cache", "calibration"}  # read by the pipeline, not by a backend
+
+
+def backend_options(backend: str) -> set[str]:
+    """The teacher settings a backend reads: the named parameters of its constructor."""
+    import inspect
+
+    params = inspect.signature(TEACHER_BACKENDS.get(backend).__init__).parameters
+    return {name for name, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD and name not in ("self", "schema")}
+
+
+def check_backend_options(cfg: TeacherConfig) -> None:
+    """Refuse, in one line, a setting the user gave that the chosen backend would ignore
+    (``--teacher-votes`` with ``hf``, ``--teacher-dtype`` with ``openai``): silence would
+    let a run go ahead on other settings than the user believes."""
     if cfg.backend not in TEACHER_BACKENDS:
         raise ConfigError(f"unknown teacher backend '{cfg.backend}'; choose one of: {', '.join(TEACHER_BACKENDS.names())}")
+    known = backend_options(cfg.backend)
+    unused = sorted(f for f in cfg.model_fields_set - _NOT_BACKEND_OPTIONS - known
+                    if getattr(cfg, f) != type(cfg).model_fields[f].default)
+    if unused:
+        given = ", ".join(f"teacher.{f}" for f in unused)
+        raise ConfigError(f"{given} does not apply to the {cfg.backend} teacher backend (it reads: {', '.join(sorted(known & set(type(cfg).model_fields)))})")
+
+
+def build_teacher(cfg: TeacherConfig, schema: LabelSchema) -> Teacher:
+    check_backend_options(cfg)
     cls = TEACHER_BACKENDS.get(cfg.backend)
-    return cls(schema, **cfg.model_dump(exclude={"backend", "cache", "calibration"}))
+    return cls(schema, **cfg.model_dump(exclude=_NOT_BACKEND_OPTIONS))
 
 
 @dataclass
