@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module belongs to the most specific entry that is its name or a package
 # above it. evaluation is split: metrics and metering sit at the bottom (the teacher's
 # calibration and the trainer score with them), the reports sit above the student and read its
-# results. The bench may use the whole library; only the commands that register it import it.
+# results. The benchmark is outside: benchmarks/llkd_bench uses the library, never the reverse.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("llkd.errors", "llkd.registry", "llkd.hardware", "llkd.config", "llkd.models", "llkd.data", "llkd.resources",
                     "llkd.evaluation", "llkd.evaluation.metrics", "llkd.evaluation.metering")),
@@ -22,7 +22,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reports", ("llkd.evaluation.confidence", "llkd.evaluation.plots", "llkd.evaluation.run_report")),
     # the package root re-exports the Python API (lazily: it imports nothing when loaded)
     ("application", ("llkd", "llkd.pipeline", "llkd.api", "llkd.serve", "llkd.preflight")),
-    ("bench", ("llkd.bench",)),
     ("commands", ("llkd.commands", "llkd.cli")),
 ]
 
@@ -41,7 +40,7 @@ def modules() -> dict[str, Path]:
 
 
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The llkd modules ``name`` imports (``from a import b`` is a.b when that is a module)."""
+    """The modules ``name`` imports, absolute (``from a import b`` is a.b when that is a module)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -53,14 +52,18 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
             found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names)
-    return {m for m in found if m == "llkd" or m.startswith("llkd.")}
+    return found
+
+
+def is_in(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
 
 
 def layer_of(name: str) -> int:
     best, layer = -1, None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+            if is_in(name, prefix) and len(prefix) > best:
                 best, layer = len(prefix), index
     assert layer is not None, f"{name} is in no layer: add it to LAYERS in {__file__}"
     return layer
@@ -68,7 +71,7 @@ def layer_of(name: str) -> int:
 
 def graph() -> dict[str, set[str]]:
     found = modules()
-    return {name: imports(name, path, set(found)) for name, path in found.items()}
+    return {name: {m for m in imports(name, path, set(found)) if is_in(m, "llkd")} for name, path in found.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -156,6 +159,13 @@ def test_no_import_cycle():
     assert cycles(edges) == []
 
 
+def test_the_library_never_imports_the_benchmark():
+    """llkd bench and its siblings come from benchmarks/ through the llkd.commands entry points."""
+    found = modules()
+    wrong = [(name, m) for name, path in found.items() for m in imports(name, path, set(found)) if is_in(m, "llkd_bench")]
+    assert wrong == []
+
+
 def test_documented_exceptions_still_exist():
     edges = graph()
     assert [pair for pair in EXCEPTIONS if pair[1] not in edges.get(pair[0], set())] == []
@@ -165,10 +175,10 @@ def test_the_checker_finds_an_upward_import_and_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"a"}}) == [["a"]] and cycles({"a": {"b"}, "b": set()}) == []
     assert layer_of("llkd.evaluation.metrics") < layer_of("llkd.student.trainer") < layer_of("llkd.evaluation.run_report")
-    assert layer_of("llkd.pipeline") < layer_of("llkd.bench.runner") < layer_of("llkd.commands.bench")
-    planted = {"llkd.evaluation.metrics": {"llkd.student.trainer"}, "llkd.pipeline": {"llkd.bench.runner", "llkd.teacher.hf"},
-               "llkd.student.trainer": set(), "llkd.bench.runner": set(), "llkd.teacher.hf": set(), "llkd.teacher": set()}
+    assert layer_of("llkd.pipeline") < layer_of("llkd.commands.train") == layer_of("llkd.cli")
+    planted = {"llkd.evaluation.metrics": {"llkd.student.trainer"}, "llkd.pipeline": {"llkd.cli", "llkd.teacher.hf"},
+               "llkd.student.trainer": set(), "llkd.cli": set(), "llkd.teacher.hf": set(), "llkd.teacher": set()}
     assert upward(planted) == ["llkd.evaluation.metrics (foundation) imports llkd.student.trainer (student)",
-                               "llkd.pipeline (application) imports llkd.bench.runner (bench)"]
+                               "llkd.pipeline (application) imports llkd.cli (commands)"]
     assert upward({"llkd.data.loading": {"llkd.teacher.hf"}, "llkd.teacher": set(), "llkd.teacher.hf": set()}) == [
         "llkd.data.loading (foundation) imports llkd.teacher.hf (teacher)", "llkd.data.loading (foundation) imports llkd.teacher (teacher)"]
