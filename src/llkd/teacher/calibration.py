@@ -140,8 +140,8 @@ def votes_prior(probs: np.ndarray) -> np.ndarray:
     label-free estimate assumes something. This one assumes the bias moves only texts near a
     decision boundary: dividing by the mean answer removes it but also pulls the votes toward
     uniform, and one Sinkhorn step toward those votes gives part of the skew back. On real
-    pools it under-estimates a strong skew (docs/results.md); with a labelled dev split use
-    :func:`confusion_prior`."""
+    pools it under-estimates a strong skew, and with a weak teacher it can be far off
+    (docs/results.md); with a labelled dev split use :func:`calibrated_em_prior`."""
     q = answered_rows(probs)
     first = vote_shares(rescale(q, q.mean(axis=0)))
     w, _, _ = sinkhorn_weights(q, floored(first))
@@ -179,15 +179,26 @@ def confusion_prior(dev: LabelledAnswers, pool_probs: np.ndarray, smoothing: flo
 def fit_bias_temperature(probs: np.ndarray, gold: np.ndarray, steps: int = 500, lr: float = 0.5) -> tuple[float, np.ndarray]:
     """Bias-corrected temperature scaling (Alexandari et al. 2020) on a labelled split: a and b
     minimising the NLL of softmax(a * log q + b) against ``gold``, by gradient descent (the
-    NLL is convex in (a, b)). Returns (a, b)."""
+    NLL is convex in (a, b)); a step that raises the NLL is undone and the step size halved,
+    so near-one-hot answers (log q down to -27) cannot make it diverge. Returns (a, b)."""
     z = np.log(np.clip(np.asarray(probs, dtype=np.float64), _TINY, None))
-    onehot = np.eye(z.shape[1])[np.asarray(gold, dtype=int)]
+    rows = np.arange(len(z))
+    gold = np.asarray(gold, dtype=int)
+    onehot = np.eye(z.shape[1])[gold]
+
+    def nll(a: float, b: np.ndarray) -> float:
+        return float(-np.log(np.clip(_softmax(a * z + b)[rows, gold], _TINY, None)).mean())
+
     a, b = 1.0, np.zeros(z.shape[1])
+    loss = nll(a, b)
     for _ in range(steps):
-        p = _softmax(a * z + b)
-        g = p - onehot  # dNLL / dlogits, per row
-        a -= lr * float((g * z).sum(axis=1).mean())
-        b -= lr * g.mean(axis=0)
+        g = _softmax(a * z + b) - onehot  # dNLL / dlogits, per row
+        a_new, b_new = a - lr * float((g * z).sum(axis=1).mean()), b - lr * g.mean(axis=0)
+        new_loss = nll(a_new, b_new)
+        if new_loss > loss:
+            lr /= 2
+            continue
+        a, b, loss = a_new, b_new, new_loss
     return a, b
 
 
