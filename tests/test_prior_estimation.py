@@ -90,6 +90,16 @@ def test_auto_chooses_on_dev_and_says_why() -> None:
     assert plain.apply(pool) == pytest.approx(fit_calibrator(AUTO_DEFAULT, pool).apply(pool))
 
 
+def test_a_missing_prediction_counts_as_an_error_in_no_class() -> None:
+    from llkd.evaluation.metrics import classification_report
+
+    # the last text has no prediction (-1): wrong for accuracy and recall, and no vote for any class
+    rep = classification_report([0, 1, 1], [0, 1, -1], ["a", "b"])
+    assert rep.accuracy == pytest.approx(2 / 3) and rep.support == [1, 2] and rep.recall == [1.0, 0.5]
+    assert rep.precision == [1.0, 1.0] and rep.confusion == [[1, 0], [0, 1]]
+    assert reweighted_macro_f1([0, 1, 1], [0, 1, -1], 2, [0.5, 0.5]) == pytest.approx(rep.macro_f1)
+
+
 def test_reweighted_macro_f1() -> None:
     gold = np.array([0, 0, 1, 1])
     pred = np.array([0, 0, 1, 0])

@@ -239,7 +239,7 @@ def shares(pred: np.ndarray, gold: np.ndarray, num_classes: int, pool_prior: lis
     out: dict[str, Any] = {"pred_shares": [round(float(v), 4) for v in np.bincount(pred[pred >= 0], minlength=num_classes) / max(len(pred), 1)],
                            "gold_shares": [round(float(v), 4) for v in np.bincount(gold, minlength=num_classes) / max(len(gold), 1)]}
     if pool_prior is not None:
-        out["macro_f1_pool_prior"] = reweighted_macro_f1(gold, np.where(pred >= 0, pred, 0), num_classes, pool_prior)
+        out["macro_f1_pool_prior"] = reweighted_macro_f1(gold, pred, num_classes, pool_prior)
     return out
 
 
@@ -363,7 +363,9 @@ class Bench:
             "test_digest": data.provenance["test_digest"], "student_mode": s.student_mode,
         }
         if method.kind == "teacher":
-            pred = np.nan_to_num(test, nan=-1.0).argmax(axis=1)
+            # a text without an answer counts as wrong, never as a vote for class 0
+            test_answered = ~np.isnan(test).any(axis=1)
+            pred = np.where(test_answered, np.nan_to_num(test, nan=-1.0).argmax(axis=1), -1)
             rep = classification_report(gold_test, pred, data.schema.names)
             answered = ~np.isnan(pool).any(axis=1)
             pl = np.nan_to_num(pool, nan=-1.0).argmax(axis=1)
@@ -422,19 +424,18 @@ class Bench:
                 return {**old, "run_dir": str(out), "reused": True}
         if out.exists():
             shutil.rmtree(out)
-        from llkd.pipeline import evaluate_probs, evaluate_student, student_probs, train_student
+        from llkd.pipeline import train_and_evaluate
 
         t0 = time.perf_counter()
         calibrator = self.calibrators.get((data.name, teacher))
         prior = None if calibrator is None or method.kind == "supervised" else calibrator.class_prior
-        result, meter = train_student(cfg, data.schema, data.pool, probs, progress=s.progress, class_prior=prior)
-        report, test_probs, emeter = evaluate_student(result.model_dir, data.test, s.max_length)
+        splits = {"test": data.test, **({"dev": data.dev} if data.dev is not None and data.dev.labels else {})}
+        student = train_and_evaluate(cfg, data.schema, data.pool, probs, class_prior=prior, evaluate_on=splits, progress=s.progress)
+        result, meter, report, test_probs, emeter = student.result, student.train, student.reports["test"], student.probs["test"], student.evaluate["test"]
         np.save(out / "test_probs.npy", test_probs.astype(np.float32))
         dev_scores: dict[str, Any] = {}
-        if data.dev is not None and data.dev.labels:
-            dev_probs, _ = student_probs(result.model_dir, data.dev.texts, s.max_length)
-            dev_rep = evaluate_probs(dev_probs, data.dev.labels, data.schema)
-            dev_scores = {"dev_accuracy": dev_rep.accuracy, "dev_macro_f1": dev_rep.macro_f1}
+        if "dev" in student.reports:
+            dev_scores = {"dev_accuracy": student.reports["dev"].accuracy, "dev_macro_f1": student.reports["dev"].macro_f1}
         if not s.keep_models:
             shutil.rmtree(result.model_dir, ignore_errors=True)
             (out / "checkpoint.pt").unlink(missing_ok=True)

@@ -150,6 +150,48 @@ def evaluate_student(model_dir: str | Path, test: TextSet, max_length: int | Non
     return evaluate_probs(probs, test.labels, schema), probs, meter
 
 
+def require_answers(run: TeacherRun) -> None:
+    """Stop with one line when no pool text got a teacher answer (nothing to train on)."""
+    if not run.labels.answered.any():
+        failures = run.labels.failures
+        example = next(iter(failures.values()), "no reason recorded")
+        raise DataError(f"no pool text got a teacher answer ({len(failures)} failed; e.g. {example}); nothing to train on")
+
+
+@dataclass
+class StudentRun:
+    """A trained student and what it scored on each labelled split it was evaluated on."""
+
+    result: Any  # llkd.student.result.TrainResult
+    train: StageMeter
+    reports: dict[str, ClassificationReport]
+    probs: dict[str, np.ndarray]  # the student's probabilities per split, rows as the split's texts
+    evaluate: dict[str, StageMeter]
+    main_process: bool = True  # False on the other ranks of a multi-process run: they evaluate nothing
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or the only process). Asked after training,
+    once the trainer has set up the distributed state."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def train_and_evaluate(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, teacher_probs: np.ndarray, *, class_prior: np.ndarray | None = None,
+                       dev: TextSet | None = None, evaluate_on: dict[str, TextSet] | None = None, progress: bool = True) -> StudentRun:
+    """The pipeline's student half, the one place its order is written: train on the
+    calibrated answers (``dev`` scored after each epoch, the class-balance guard aiming at
+    ``class_prior``), then score the saved student on each labelled split of ``evaluate_on``
+    the way it was trained (same dtype and token budget; under several processes rank 0 alone). The teacher half is
+    :func:`pseudo_label` on the pool and :func:`calibrate_split` for every other split."""
+    result, meter = train_student(cfg, schema, pool, teacher_probs, dev, progress=progress, class_prior=class_prior)
+    run = StudentRun(result, meter, {}, {}, {}, is_main_process())
+    for name, texts in (evaluate_on or {}).items() if run.main_process else ():
+        run.reports[name], run.probs[name], run.evaluate[name] = evaluate_student(result.model_dir, texts, cfg.student.max_length)
+    return run
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(obj, indent=2, default=str))

@@ -7,8 +7,8 @@ from importlib import resources
 from pathlib import Path
 
 from llkd.config import LLKDConfig
-from llkd.pipeline import (calibrate_split, calibration_summary, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student,
-                           write_json)
+from llkd.pipeline import (calibrate_split, calibration_summary, evaluate_probs, load_schema, load_split, pseudo_label, require_answers,
+                           train_and_evaluate, write_json)
 
 HELP = "Run teacher -> LLKD student -> evaluation on the bundled AG News slice (SmolLM2-135M teacher, MiniLM student) and print one table."
 
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     t_pool = pseudo_label(cfg.teacher, schema, pool, progress, desc="teacher[pool]")
     print(calibration_summary(t_pool.calibrator))
+    require_answers(t_pool)
     # the test split gets the pool's calibration reference, never its own statistics
     t_test = calibrate_split(cfg.teacher, schema, test, t_pool.calibrator, progress, desc="teacher[test]")
     assert test.labels is not None
@@ -46,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         run_cfg.selection.selector = selector
         run_cfg.student.output = args.output / selector
         run_cfg.student.resume = False
-        result, meter = train_student(run_cfg, schema, pool, t_pool.labels.probs, progress=progress, class_prior=t_pool.calibrator.class_prior)
-        report, _, ev = evaluate_student(result.model_dir, test, cfg.student.max_length)
+        student = train_and_evaluate(run_cfg, schema, pool, t_pool.labels.probs, class_prior=t_pool.calibrator.class_prior,
+                                     evaluate_on={"test": test}, progress=progress)
+        result, meter, report, ev = student.result, student.train, student.reports["test"], student.evaluate["test"]
         rows.append([f"student [{selector}]", report.accuracy, report.macro_f1, f"{result.data_usage:.1%}",
                      f"{result.gradient_samples}/{result.sample_steps_seen}", meter.seconds + ev.seconds, max(meter.peak_rss_mb, ev.peak_rss_mb)])
         summary[selector] = {"test": report.as_dict(), **result.summary(), "train_stage": meter.as_dict(), "eval_stage": ev.as_dict()}

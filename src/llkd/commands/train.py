@@ -7,8 +7,8 @@ import argparse
 import numpy as np
 
 from llkd.config import add_config_flags, config_from_args
-from llkd.data.errors import DataError
-from llkd.pipeline import calibrate_split, calibration_summary, evaluate_probs, evaluate_student, load_schema, load_split, pseudo_label, train_student, write_json
+from llkd.pipeline import (calibrate_split, calibration_summary, evaluate_probs, load_schema, load_split, pseudo_label, require_answers,
+                           train_and_evaluate, write_json)
 from llkd.preflight import check_run
 
 HELP = "Train a student encoder on the teacher's pseudo-labels, selecting samples with the chosen selector (default: llkd)."
@@ -19,12 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="Skip report.md and its plots in the output folder (and the teacher's pass over the "
                    "test split that gives the report its teacher-vs-student numbers; cached after the first run).")
     add_config_flags(p, ("data", "teacher", "selection", "student"))
-
-
-def _main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,23 +32,22 @@ def run(args: argparse.Namespace) -> int:
     test = load_split(cfg.data, "test", schema, require_labels=True) if cfg.data.test else None
     teacher = pseudo_label(cfg.teacher, schema, pool, progress=not args.no_progress, dev=dev)
     print(calibration_summary(teacher.calibrator))
+    require_answers(teacher)
     failures = teacher.labels.failures
-    if not teacher.labels.answered.any():
-        example = next(iter(failures.values()), "no reason recorded")
-        raise DataError(f"no pool text got a teacher answer ({len(failures)} failed; e.g. {example}); nothing to train on")
     if failures:
         print(f"warning: {len(failures)} pool texts have no teacher answer and are left out (re-run `llkd label` to retry)")
-    result, meter = train_student(cfg, schema, pool, teacher.labels.probs, dev, progress=not args.no_progress,
-                                  class_prior=teacher.calibrator.class_prior)
-    if not _main_process():
+    student = train_and_evaluate(cfg, schema, pool, teacher.labels.probs, class_prior=teacher.calibrator.class_prior, dev=dev,
+                                 evaluate_on={"test": test} if test is not None else None, progress=not args.no_progress)
+    if not student.main_process:
         return 0  # under torchrun / accelerate launch only rank 0 evaluates, reports and writes summary.json
+    result, meter = student.result, student.train
     summary = {"selector": cfg.selection.selector, **result.summary(), "teacher": teacher.meter.as_dict(), "train": meter.as_dict(),
                "calibration": teacher.calibrator.state()}
     print(f"student saved to {result.model_dir}")
     print(f"data usage {result.data_usage:.1%} of the pool; {result.gradient_samples} gradient samples in {result.optimizer_updates} updates over {result.steps} steps; "
           f"train {meter.seconds:.1f}s, peak {meter.peak_rss_mb:.0f} MB")
     if test is not None:
-        report, test_probs, _ = evaluate_student(result.model_dir, test, cfg.student.max_length)
+        report, test_probs = student.reports["test"], student.probs["test"]
         print(report.table())
         summary["test"] = report.as_dict()
     if not args.no_report:

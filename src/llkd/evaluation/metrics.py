@@ -9,15 +9,20 @@ import numpy as np
 
 
 def confusion_matrix(gold: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """[gold, predicted] counts; a prediction of -1 (no answer) is in no column."""
+    gold, pred = np.asarray(gold), np.asarray(pred)
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(gold), np.asarray(pred)), 1)
+    ok = pred >= 0
+    np.add.at(cm, (gold[ok], pred[ok]), 1)
     return cm
 
 
-def per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def per_class_prf(cm: np.ndarray, gold_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 per class; ``gold_n`` (default: the matrix's row sums) counts
+    gold texts that got no prediction too, so they lower recall."""
     tp = np.diag(cm).astype(float)
     pred_n = cm.sum(axis=0).astype(float)
-    gold_n = cm.sum(axis=1).astype(float)
+    gold_n = (cm.sum(axis=1) if gold_n is None else np.asarray(gold_n)).astype(float)
     precision = np.divide(tp, pred_n, out=np.zeros_like(tp), where=pred_n > 0)
     recall = np.divide(tp, gold_n, out=np.zeros_like(tp), where=gold_n > 0)
     denom = precision + recall
@@ -63,11 +68,12 @@ def reweighted_macro_f1(gold: Sequence[int], pred: Sequence[int], num_classes: i
     (importance weights pi_target(y) / pi_split(y)). Used where a pool was resampled to a skewed
     prior but the test split kept its own, so all its texts still count."""
     cm = confusion_matrix(np.asarray(gold), np.asarray(pred), num_classes).astype(np.float64)
-    support = cm.sum(axis=1, keepdims=True)
+    support = np.bincount(np.asarray(gold), minlength=num_classes).astype(np.float64).reshape(-1, 1)
     target = np.asarray(target_prior, dtype=np.float64).reshape(-1, 1)
     cm = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0) * target
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
-    return float(per_class_prf(cm)[2][present].mean()) if present.any() else float("nan")
+    gold_n = np.where(support.ravel() > 0, target.ravel(), 0.0)  # unanswered texts still count in their class
+    present = (cm.sum(axis=0) + gold_n) > 0
+    return float(per_class_prf(cm, gold_n)[2][present].mean()) if present.any() else float("nan")
 
 
 def classification_report(gold: Sequence[int], pred: Sequence[int], labels: list[str]) -> ClassificationReport:
@@ -75,15 +81,16 @@ def classification_report(gold: Sequence[int], pred: Sequence[int], labels: list
     over classes present in gold or predictions."""
     g, p = np.asarray(gold), np.asarray(pred)
     cm = confusion_matrix(g, p, len(labels))
-    precision, recall, f1 = per_class_prf(cm)
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    support = np.bincount(g, minlength=len(labels))  # texts with no prediction (-1) count, as errors
+    precision, recall, f1 = per_class_prf(cm, support)
+    present = (cm.sum(axis=0) + support) > 0
     return ClassificationReport(
         accuracy=float((g == p).mean()) if len(g) else float("nan"),
         macro_f1=float(f1[present].mean()) if present.any() else float("nan"),
         precision=precision.round(4).tolist(),
         recall=recall.round(4).tolist(),
         f1=f1.round(4).tolist(),
-        support=cm.sum(axis=1).tolist(),
+        support=support.tolist(),
         confusion=cm.tolist(),
         labels=list(labels),
     )
