@@ -328,7 +328,11 @@ class Bench:
                     answers = TeacherAnswers(teacher, np.full((len(data.pool), c), np.nan), np.full((len(data.test), c), np.nan))
                     pool, test = answers.pool, answers.test
                 else:
-                    uses_dev = CALIBRATORS.get(s.calibration).uses_dev and data.dev is not None
+                    # The dev split's teacher answers are committed only when it was carved from
+                    # the pool; from committed files alone a train-side dev split calibrates nothing.
+                    uses_dev = CALIBRATORS.get(s.calibration).uses_dev and data.dev is not None and (s.dev_from_pool > 0 or s.teacher_source != "answers")
+                    if CALIBRATORS.get(s.calibration).uses_dev and data.dev is not None and not uses_dev:
+                        self.say(f"[{name}] calibration {s.calibration} gets no dev split: its texts have no committed answers (use --dev-from-pool N)")
                     answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype,
                                           with_dev=uses_dev)
                     self.say(f"[{name}] teacher {teacher}: answers from {answers.source} in {answers.seconds:.1f}s")
