@@ -29,4 +29,11 @@ with open(out / "agnews_pool.jsonl", "w", encoding="utf-8") as f:
 with open(out / "agnews_test.jsonl", "w", encoding="utf-8") as f:
     for i, (text, label) in enumerate(test):
         f.write(json.dumps({"id": f"test-{i}", "text": text, "label": label}) + "\n")
-print(f"wrote {len(pool)} pool and {len(test)} test texts to {out}")
+# A small labelled dev split from the pool side (texts not in the pool), drawn after the pool and
+# test so those stay as they were: calibration auto chooses the teacher's calibrator on it.
+taken = {t for t, _ in pool}
+dev = random.Random(14).sample([r for r in rows(src / "alps_dev.tsv") if r[0] not in taken], 100)
+with open(out / "agnews_dev.jsonl", "w", encoding="utf-8") as f:
+    for i, (text, label) in enumerate(dev):
+        f.write(json.dumps({"id": f"dev-{i}", "text": text, "label": label}) + "\n")
+print(f"wrote {len(pool)} pool, {len(test)} test and {len(dev)} dev texts to {out}")

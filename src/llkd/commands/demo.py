@@ -27,10 +27,11 @@ def run(args: argparse.Namespace) -> int:
     schema = load_schema(cfg.data)
     pool = load_split(cfg.data, "pool", schema)
     test = load_split(cfg.data, "test", schema, require_labels=True)
-    print(f"demo: {len(pool)} unlabeled pool texts, {len(test)} labelled test texts, labels {schema.names}")
+    dev = load_split(cfg.data, "dev", schema, require_labels=True) if cfg.data.dev else None
+    print(f"demo: {len(pool)} unlabeled pool texts, {len(test)} labelled test texts, {len(dev) if dev else 0} labelled dev texts, labels {schema.names}")
     print(f"teacher {cfg.teacher.model} (calibration: {cfg.teacher.calibration}), student {cfg.student.model}; teacher cache {cfg.teacher.cache_path()}")
 
-    t_pool = pseudo_label(cfg.teacher, schema, pool, progress, desc="teacher[pool]")
+    t_pool = pseudo_label(cfg.teacher, schema, pool, progress, desc="teacher[pool]", dev=dev)
     print(calibration_summary(t_pool.calibrator))
     require_answers(t_pool)
     # the test split gets the pool's calibration reference, never its own statistics
