@@ -132,7 +132,7 @@ class Teacher:
         or, with ``calibrated_on``, reuses the calibrator fitted on another call's texts (label
         the pool first, then a test split ``calibrated_on=pool_answers``). ``dev``: gold-labelled
         texts; ``auto`` calibration chooses its calibrator on them and ``prior`` estimates the
-        class prior from the teacher's confusion there (``answers.calibrator.state()`` says
+        class prior from the teacher's answers calibrated there (``answers.calibrator.state()`` says
         what was chosen and why)."""
         data = as_text_set(texts, text_column, id_column, schema=self.schema)
         if calibrated_on is not None:
