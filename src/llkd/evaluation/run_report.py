@@ -125,6 +125,145 @@ class _Plots:
         return Path(path).name if path else None
 
 
+@dataclass
+class _Run:
+    """What every section of the report reads."""
+
+    output: Path
+    names: list[str]
+    c: int
+    rows: list[dict[str, Any]]  # the step log
+    plots: "_Plots"
+    teacher_probs: np.ndarray
+    answered: np.ndarray
+    pseudo: np.ndarray  # pseudo-labels of the answered pool rows
+    pool_share: np.ndarray
+    result: "TrainResult"
+    test: ScoredSplit | None
+    pool_gold: Sequence[int] | None
+    dev_size: int | None
+
+
+def _test_section(r: _Run) -> list[str]:
+    """Test scores of teacher and student, per-class table and plot."""
+    md = ["## Test split", ""]
+    student_rep: ClassificationReport | None = None
+    unanswered = 0
+    teacher_rep: ClassificationReport | None = None
+    if r.test is not None and r.test.student_probs is not None:
+        student_rep = classification_report(r.test.gold, r.test.student_probs.argmax(axis=1), r.names)
+        if r.test.teacher_probs is not None:
+            ok = ~np.isnan(r.test.teacher_probs).any(axis=1)  # scored on the texts it answered
+            teacher_rep = classification_report(np.asarray(r.test.gold)[ok], r.test.teacher_probs[ok].argmax(axis=1), r.names)
+            unanswered = int((~ok).sum())
+        scores = [("student", f"{student_rep.accuracy:.4f}", f"{student_rep.macro_f1:.4f}")]
+        if teacher_rep is not None:
+            scores.insert(0, ("teacher (zero-shot)", f"{teacher_rep.accuracy:.4f}", f"{teacher_rep.macro_f1:.4f}"))
+        note = f" The teacher did not answer {unanswered} of them; its scores leave them out." if teacher_rep is not None and unanswered else ""
+        md += [f"{len(r.test.gold)} gold-labelled texts (`{r.test.name}`).{note}", ""] + _table(["model", "accuracy", "macro-F1"], scores) + [""]
+        f1 = {"student": student_rep.f1} if teacher_rep is None else {"teacher": teacher_rep.f1, "student": student_rep.f1}
+        png = r.plots.draw(plot_test_scores, "test_scores.png", r.names, f1, student_rep.confusion)
+        if png:
+            md += [f"![per-class F1 and the student's confusion matrix on the test split]({png})", ""]
+        per_class = [(n, f"{student_rep.precision[k]:.3f}", f"{student_rep.recall[k]:.3f}", f"{student_rep.f1[k]:.3f}",
+                      f"{teacher_rep.f1[k]:.3f}" if teacher_rep else "-", student_rep.support[k]) for k, n in enumerate(r.names)]
+        md += _table(["class", "student precision", "student recall", "student F1", "teacher F1", "support"], per_class) + [""]
+    else:
+        md += ["No test split given (`--data-test`): no test scores.", ""]
+    return md
+
+
+def _dev_section(r: _Run) -> list[str]:
+    """Dev macro-F1 after each epoch."""
+    md = ["## Dev macro-F1 per epoch", ""]
+    if r.result.dev_history:
+        png = r.plots.draw(plot_dev_history, "dev_f1.png", r.result.dev_history, n_texts=r.dev_size)
+        if png:
+            md += [f"![dev macro-F1 and accuracy after each epoch]({png})", ""]
+        md += _table(["epoch", "accuracy", "macro-F1"], [(h["epoch"], f"{h['accuracy']:.4f}", f"{h['macro_f1']:.4f}") for h in r.result.dev_history]) + [""]
+    else:
+        md += ["No dev split given (`--data-dev`): no per-epoch scores.", ""]
+    return md
+
+
+def _selection_section(r: _Run) -> list[str]:
+    """Thresholds and selection rate over steps."""
+    md = ["## Selection over steps", ""]
+    if r.rows:
+        png = r.plots.draw(plot_thresholds, "thresholds.png", r.output / STEPS, r.names)
+        if png:
+            md += ["Class-wise adaptive thresholds (teacher confidence must reach $\\tau^T(y)$, student uncertainty "
+                   "$\\tau^S(y)$, for the sample's pseudo-label $y$; dashed: the global level) and the share of each "
+                   "batch selected, with the share of the pool used so far.", "", f"![class-wise thresholds and selection rate over steps]({png})", ""]
+        else:
+            png = r.plots.draw(plot_selection, "selection.png", r.rows)
+            if png:
+                md += ["This selector logs no class-wise thresholds; the share of each batch it selected:", "", f"![selection rate and data usage over steps]({png})", ""]
+        rates = np.asarray([row["selection_rate"] for row in r.rows], dtype=float)
+        q = max(1, len(rates) // 4)
+        md += [f"Selection rate: {_pct(float(rates[:q].mean()))} of each batch in the first quarter of steps, "
+               f"{_pct(float(rates[-q:].mean()))} in the last; {sum(1 for x in rates if x == 0)} of {len(rates)} steps selected nothing.", ""]
+    else:
+        md += [f"No step log (`{STEPS}`) in {r.output}.", ""]
+    return md
+
+
+def _class_mix_section(r: _Run) -> list[str]:
+    """The pseudo-label classes of the selected samples: the early warning of a collapse."""
+    md = ["## Pseudo-label classes among the selected samples", ""]
+    counts = selected_counts(r.rows, r.c)
+    if counts is not None:
+        png = r.plots.draw(plot_class_share, "class_share.png", r.rows, r.names, r.pool_share)
+        if png:
+            md += ["The early warning of a collapse: a class whose line climbs far above its dotted share of the "
+                   "pool's pseudo-labels is taking over the gradient.", "", f"![share of each pseudo-label class among the selected samples over steps]({png})", ""]
+        q = max(1, len(counts) // 4)
+        total, late = counts.sum(axis=0), counts[-q:].sum(axis=0)
+        all_share = total / total.sum() if total.sum() else np.full(r.c, np.nan)
+        late_share = late / late.sum() if late.sum() else np.full(r.c, np.nan)
+        md += _table(["class", "pool pseudo-labels", "selected, all steps", "selected, last quarter"],
+                     [(n, _pct(r.pool_share[k]), _pct(all_share[k]), _pct(late_share[k])) for k, n in enumerate(r.names)]) + [""]
+        warnings = collapse_warnings(r.names, r.pool_share, late_share) if late.sum() else ["Nothing was selected in the last quarter of training."]
+        md += ([f"- Warning: {w}" for w in warnings] or ["No class dominates the late selection."]) + [""]
+    else:
+        ever = np.asarray(r.result.selected_rows, dtype=bool)[r.answered]
+        sel_share = class_shares(r.pseudo[ever], r.c)
+        png = r.plots.draw(plot_class_mix, "class_mix.png", r.names, {"pool's pseudo-labels": r.pool_share, "samples ever selected": sel_share},
+                         title="pseudo-label classes: pool vs samples ever selected")
+        md += ["The step log has no per-class counts (`selected_per_class`), so the mix over steps cannot be drawn; "
+               "the classes of the distinct samples ever selected, against the pool:", ""]
+        if png:
+            md += [f"![pseudo-label classes of the pool and of the samples ever selected]({png})", ""]
+        md += _table(["class", "pool pseudo-labels", "samples ever selected"], [(n, _pct(r.pool_share[k]), _pct(sel_share[k])) for k, n in enumerate(r.names)]) + [""]
+    return md
+
+
+def _reliability_section(r: _Run) -> list[str]:
+    """Confidence against accuracy for the teacher and the student."""
+    md = ["## Confidence vs accuracy", ""]
+    panels: dict[str, dict[str, Any]] = {}
+    if r.pool_gold is not None:
+        panels["teacher, pool"] = confidence_report(r.teacher_probs, np.asarray(r.pool_gold))
+    if r.test is not None and r.test.teacher_probs is not None:
+        panels[f"teacher, {r.test.name}"] = confidence_report(r.test.teacher_probs, r.test.gold)
+    if r.test is not None and r.test.student_probs is not None:
+        panels[f"student, {r.test.name}"] = {**confidence_report(r.test.student_probs, r.test.gold), "xlabel": "student confidence (max probability)"}
+    panels = {k: v for k, v in panels.items() if v["n"]}
+    if panels:
+        png = r.plots.draw(reliability_diagram, "reliability.png", panels)
+        if png:
+            md += ["Accuracy of the texts in each confidence bin (bars, with their count) against the bin's mean "
+                   "confidence (dots); on the dashed diagonal confidence is calibrated. Selection trusts the "
+                   "teacher's confidence, so it helps only where higher confidence means higher accuracy.", "",
+                   f"![reliability diagrams]({png})", ""]
+        md += _table(["", "texts", "accuracy", "mean confidence", "ECE", "higher confidence, higher accuracy"],
+                     [(k, v["n"], f"{v['accuracy']:.3f}", f"{v['mean_confidence']:.3f}", f"{v['ece']:.3f}",
+                       "yes" if v["confidence_tracks_accuracy"] else "**no**") for k, v in panels.items()]) + [""]
+    else:
+        md += ["No gold labels on the pool or a test split: reliability cannot be measured.", ""]
+    return md
+
+
 def write_run_report(
     output: str | Path,
     schema: LabelSchema,
@@ -149,6 +288,7 @@ def write_run_report(
     pseudo = teacher_probs[answered].argmax(axis=1)
     pool_share = class_shares(pseudo, c)
 
+    r = _Run(output, names, c, rows, plots, teacher_probs, answered, pseudo, pool_share, result, test, pool_gold, dev_size)
     md = ["# Training run report", ""]
     summary = result.summary()
     facts = [("pool texts", f"{len(teacher_probs)} ({int(answered.sum())} with a teacher answer)"),
@@ -159,111 +299,8 @@ def write_run_report(
              ("saved student", f"`{result.model_dir}`")]
     md += _table(["run", ""], facts, "ll") + [""]
 
-    # -- test split -----------------------------------------------------------------------
-    student_rep: ClassificationReport | None = None
-    unanswered = 0
-    teacher_rep: ClassificationReport | None = None
-    md += ["## Test split", ""]
-    if test is not None and test.student_probs is not None:
-        student_rep = classification_report(test.gold, test.student_probs.argmax(axis=1), names)
-        if test.teacher_probs is not None:
-            ok = ~np.isnan(test.teacher_probs).any(axis=1)  # scored on the texts it answered
-            teacher_rep = classification_report(np.asarray(test.gold)[ok], test.teacher_probs[ok].argmax(axis=1), names)
-            unanswered = int((~ok).sum())
-        scores = [("student", f"{student_rep.accuracy:.4f}", f"{student_rep.macro_f1:.4f}")]
-        if teacher_rep is not None:
-            scores.insert(0, ("teacher (zero-shot)", f"{teacher_rep.accuracy:.4f}", f"{teacher_rep.macro_f1:.4f}"))
-        note = f" The teacher did not answer {unanswered} of them; its scores leave them out." if teacher_rep is not None and unanswered else ""
-        md += [f"{len(test.gold)} gold-labelled texts (`{test.name}`).{note}", ""] + _table(["model", "accuracy", "macro-F1"], scores) + [""]
-        f1 = {"student": student_rep.f1} if teacher_rep is None else {"teacher": teacher_rep.f1, "student": student_rep.f1}
-        png = plots.draw(plot_test_scores, "test_scores.png", names, f1, student_rep.confusion)
-        if png:
-            md += [f"![per-class F1 and the student's confusion matrix on the test split]({png})", ""]
-        per_class = [(n, f"{student_rep.precision[k]:.3f}", f"{student_rep.recall[k]:.3f}", f"{student_rep.f1[k]:.3f}",
-                      f"{teacher_rep.f1[k]:.3f}" if teacher_rep else "-", student_rep.support[k]) for k, n in enumerate(names)]
-        md += _table(["class", "student precision", "student recall", "student F1", "teacher F1", "support"], per_class) + [""]
-    else:
-        md += ["No test split given (`--data-test`): no test scores.", ""]
-
-    # -- dev history ----------------------------------------------------------------------
-    md += ["## Dev macro-F1 per epoch", ""]
-    if result.dev_history:
-        png = plots.draw(plot_dev_history, "dev_f1.png", result.dev_history, n_texts=dev_size)
-        if png:
-            md += [f"![dev macro-F1 and accuracy after each epoch]({png})", ""]
-        md += _table(["epoch", "accuracy", "macro-F1"], [(h["epoch"], f"{h['accuracy']:.4f}", f"{h['macro_f1']:.4f}") for h in result.dev_history]) + [""]
-    else:
-        md += ["No dev split given (`--data-dev`): no per-epoch scores.", ""]
-
-    # -- selection --------------------------------------------------------------------------
-    md += ["## Selection over steps", ""]
-    if rows:
-        png = plots.draw(plot_thresholds, "thresholds.png", output / STEPS, names)
-        if png:
-            md += ["Class-wise adaptive thresholds (teacher confidence must reach $\\tau^T(y)$, student uncertainty "
-                   "$\\tau^S(y)$, for the sample's pseudo-label $y$; dashed: the global level) and the share of each "
-                   "batch selected, with the share of the pool used so far.", "", f"![class-wise thresholds and selection rate over steps]({png})", ""]
-        else:
-            png = plots.draw(plot_selection, "selection.png", rows)
-            if png:
-                md += ["This selector logs no class-wise thresholds; the share of each batch it selected:", "", f"![selection rate and data usage over steps]({png})", ""]
-        rates = np.asarray([r["selection_rate"] for r in rows], dtype=float)
-        q = max(1, len(rates) // 4)
-        md += [f"Selection rate: {_pct(float(rates[:q].mean()))} of each batch in the first quarter of steps, "
-               f"{_pct(float(rates[-q:].mean()))} in the last; {sum(1 for r in rates if r == 0)} of {len(rates)} steps selected nothing.", ""]
-    else:
-        md += [f"No step log (`{STEPS}`) in {output}.", ""]
-
-    # -- class mix of the selected samples --------------------------------------------------
-    md += ["## Pseudo-label classes among the selected samples", ""]
-    counts = selected_counts(rows, c)
-    if counts is not None:
-        png = plots.draw(plot_class_share, "class_share.png", rows, names, pool_share)
-        if png:
-            md += ["The early warning of a collapse: a class whose line climbs far above its dotted share of the "
-                   "pool's pseudo-labels is taking over the gradient.", "", f"![share of each pseudo-label class among the selected samples over steps]({png})", ""]
-        q = max(1, len(counts) // 4)
-        total, late = counts.sum(axis=0), counts[-q:].sum(axis=0)
-        all_share = total / total.sum() if total.sum() else np.full(c, np.nan)
-        late_share = late / late.sum() if late.sum() else np.full(c, np.nan)
-        md += _table(["class", "pool pseudo-labels", "selected, all steps", "selected, last quarter"],
-                     [(n, _pct(pool_share[k]), _pct(all_share[k]), _pct(late_share[k])) for k, n in enumerate(names)]) + [""]
-        warnings = collapse_warnings(names, pool_share, late_share) if late.sum() else ["Nothing was selected in the last quarter of training."]
-        md += ([f"- Warning: {w}" for w in warnings] or ["No class dominates the late selection."]) + [""]
-    else:
-        ever = np.asarray(result.selected_rows, dtype=bool)[answered]
-        sel_share = class_shares(pseudo[ever], c)
-        png = plots.draw(plot_class_mix, "class_mix.png", names, {"pool's pseudo-labels": pool_share, "samples ever selected": sel_share},
-                         title="pseudo-label classes: pool vs samples ever selected")
-        md += ["The step log has no per-class counts (`selected_per_class`), so the mix over steps cannot be drawn; "
-               "the classes of the distinct samples ever selected, against the pool:", ""]
-        if png:
-            md += [f"![pseudo-label classes of the pool and of the samples ever selected]({png})", ""]
-        md += _table(["class", "pool pseudo-labels", "samples ever selected"], [(n, _pct(pool_share[k]), _pct(sel_share[k])) for k, n in enumerate(names)]) + [""]
-
-    # -- reliability ------------------------------------------------------------------------
-    md += ["## Confidence vs accuracy", ""]
-    panels: dict[str, dict[str, Any]] = {}
-    if pool_gold is not None:
-        panels["teacher, pool"] = confidence_report(teacher_probs, np.asarray(pool_gold))
-    if test is not None and test.teacher_probs is not None:
-        panels[f"teacher, {test.name}"] = confidence_report(test.teacher_probs, test.gold)
-    if test is not None and test.student_probs is not None:
-        panels[f"student, {test.name}"] = {**confidence_report(test.student_probs, test.gold), "xlabel": "student confidence (max probability)"}
-    panels = {k: v for k, v in panels.items() if v["n"]}
-    if panels:
-        png = plots.draw(reliability_diagram, "reliability.png", panels)
-        if png:
-            md += ["Accuracy of the texts in each confidence bin (bars, with their count) against the bin's mean "
-                   "confidence (dots); on the dashed diagonal confidence is calibrated. Selection trusts the "
-                   "teacher's confidence, so it helps only where higher confidence means higher accuracy.", "",
-                   f"![reliability diagrams]({png})", ""]
-        md += _table(["", "texts", "accuracy", "mean confidence", "ECE", "higher confidence, higher accuracy"],
-                     [(k, v["n"], f"{v['accuracy']:.3f}", f"{v['mean_confidence']:.3f}", f"{v['ece']:.3f}",
-                       "yes" if v["confidence_tracks_accuracy"] else "**no**") for k, v in panels.items()]) + [""]
-    else:
-        md += ["No gold labels on the pool or a test split: reliability cannot be measured.", ""]
-
+    for section in (_test_section, _dev_section, _selection_section, _class_mix_section, _reliability_section):
+        md += section(r)
     if plots.missing:
         md += [f"Plots were skipped: {plots.missing}.", ""]
     path = output / REPORT
