@@ -182,3 +182,13 @@ def test_the_checker_finds_an_upward_import_and_a_cycle():
                                "llkd.pipeline (application) imports llkd.cli (commands)"]
     assert upward({"llkd.data.loading": {"llkd.teacher.hf"}, "llkd.teacher": set(), "llkd.teacher.hf": set()}) == [
         "llkd.data.loading (foundation) imports llkd.teacher.hf (teacher)", "llkd.data.loading (foundation) imports llkd.teacher (teacher)"]
+
+
+def test_no_function_is_over_80_lines() -> None:
+    """A function that does not fit on a screen hides its steps (issue 19's bar for src/llkd)."""
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

@@ -63,6 +63,41 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _print_table(summary: dict[str, Any], configured: str) -> None:
+    """One line per calibration: accuracy, macro-F1, calibration error and ranking quality."""
+    header = ["calibration", "accuracy", "macro-F1", "ECE", "mean conf", "top/bottom half acc", "AUROC", "conf tracks acc"]
+    table = [header]
+    for name, s in summary["calibrations"].items():
+        rk = s["ranking"]
+        table.append([name + (" *" if name == configured else ""), f"{s['report']['accuracy']:.4f}",
+                      f"{s['report']['macro_f1']:.4f}", f"{s['ece']:.4f}", f"{s['mean_confidence']:.3f}",
+                      f"{rk['top_half_accuracy']:.3f}/{rk['bottom_half_accuracy']:.3f}", f"{rk['auroc']:.3f}",
+                      "yes" if s["confidence_tracks_accuracy"] else "NO"])
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    print()
+    for k, r in enumerate(table):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print("(* = the configured teacher.calibration; every calibration is fitted on the unlabeled pool, never on these texts)")
+
+
+def _write_outputs(output: Path, summary: dict[str, Any], panels: dict[str, dict[str, Any]], title: str) -> None:
+    """The reliability diagram (when matplotlib is there) and every number as JSON."""
+    output.mkdir(parents=True, exist_ok=True)
+    png = output / "reliability.png"
+    try:
+        from llkd.evaluation.plots import reliability_diagram
+
+        reliability_diagram(panels, png, title=title)
+        summary["plot"] = str(png)
+    except RuntimeError as e:  # matplotlib missing
+        print(f"no reliability diagram: {e}")
+    out = output / "teacher_report.json"
+    write_json(out, _clean(summary))
+    print(f"\nwrote {out}" + (f" and {png}" if "plot" in summary else ""))
+
+
 def run(args: argparse.Namespace) -> int:
     from llkd.pipeline import bundled_demo_data
     from llkd.evaluation.confidence import confidence_report, format_confidence
@@ -128,32 +163,6 @@ def run(args: argparse.Namespace) -> int:
         panels["none (raw)" if name == "none" else f"{name} calibration"] = {
             "bins": conf["bins"], "ece": conf["ece"], "accuracy": conf["accuracy"]}
 
-    header = ["calibration", "accuracy", "macro-F1", "ECE", "mean conf", "top/bottom half acc", "AUROC", "conf tracks acc"]
-    table = [header]
-    for name, s in summary["calibrations"].items():
-        rk = s["ranking"]
-        table.append([name + (" *" if name == cfg.teacher.calibration else ""), f"{s['report']['accuracy']:.4f}",
-                      f"{s['report']['macro_f1']:.4f}", f"{s['ece']:.4f}", f"{s['mean_confidence']:.3f}",
-                      f"{rk['top_half_accuracy']:.3f}/{rk['bottom_half_accuracy']:.3f}", f"{rk['auroc']:.3f}",
-                      "yes" if s["confidence_tracks_accuracy"] else "NO"])
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    print()
-    for k, r in enumerate(table):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
-    print("(* = the configured teacher.calibration; every calibration is fitted on the unlabeled pool, never on these texts)")
-
-    args.output.mkdir(parents=True, exist_ok=True)
-    png = args.output / "reliability.png"
-    try:
-        from llkd.evaluation.plots import reliability_diagram
-
-        reliability_diagram(panels, png, title=f"Teacher {cfg.teacher.model}: reliability on {n} {args.split} texts")
-        summary["plot"] = str(png)
-    except RuntimeError as e:  # matplotlib missing
-        print(f"no reliability diagram: {e}")
-    out = args.output / "teacher_report.json"
-    write_json(out, _clean(summary))
-    print(f"\nwrote {out}" + (f" and {png}" if "plot" in summary else ""))
+    _print_table(summary, cfg.teacher.calibration)
+    _write_outputs(args.output, summary, panels, f"Teacher {cfg.teacher.model}: reliability on {n} {args.split} texts")
     return 1 if failures else 0
