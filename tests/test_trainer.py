@@ -49,7 +49,8 @@ def test_state_counters_round_trip_and_an_older_checkpoints_counters_restore():
     state.record_update(np.array([1, 4]))
     state.step, state.seen = 3, 12
     state.dev_history.append({"epoch": 1, "accuracy": 0.5, "macro_f1": 0.4})
-    assert list(state.counters()) == ["step", "updates", "gradient_samples", "seen", "dev_history"]  # the checkpoint's JSON, as before
+    # the checkpoint's JSON: the keys it always had, then the best-epoch bookkeeping
+    assert list(state.counters()) == ["step", "updates", "gradient_samples", "seen", "dev_history", "best_epoch", "stopped_early"]
     other = TrainState.fresh(6)
     other.restore(json.loads(json.dumps(state.counters())), state.selected.copy())
     assert other.counters() == state.counters() and (other.selected == state.selected).all()
@@ -168,8 +169,8 @@ def _trainer(folder: Path, out: Path, selection: SelectionConfig, callbacks=(), 
     from llkd.student.trainer import StudentTrainer
 
     schema, pool, probs, dev_set = _data()
-    cfg = StudentConfig(model=str(folder), mode=mode, epochs=2, batch_size=4, max_length=16, dtype="float32", device="cpu", threads=1,
-                        output=out, **student)
+    settings = {"epochs": 2, **student}
+    cfg = StudentConfig(model=str(folder), mode=mode, batch_size=4, max_length=16, dtype="float32", device="cpu", threads=1, output=out, **settings)
     return StudentTrainer(cfg, selection, schema, pool, probs, dev=dev_set if dev else None, progress=False, callbacks=callbacks)
 
 
@@ -341,3 +342,36 @@ def test_train_with_a_bad_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith(f"llkd train: error: {out / 'checkpoint.pt'}: unreadable checkpoint") and "--no-student-resume" in err
     assert (out / "checkpoint.pt").read_bytes() == b"PK\x03\x04 half a zip"  # left as it was
     assert main([*args, "--no-student-resume"]) == 0  # as the message says: trains from the start
+
+
+@pytest.mark.parametrize("mode", ["finetune", "frozen"])
+def test_the_best_dev_epoch_is_kept_and_patience_stops_the_run(tiny_bert, tmp_path, monkeypatch, mode):
+    """Dev macro-F1 by epoch is scripted (0.5, 0.7, 0.6, 0.4): the saved student holds epoch 2's
+    weights (best.pt, written when epoch 2 scored), summary says so; with patience 1 the run
+    stops after epoch 3, the first epoch without a better score."""
+    from llkd.student.callbacks import BEST, DevEvaluation
+
+    monkeypatch.setenv("LLKD_CACHE_DIR", str(tmp_path / "cache"))
+    scores = {1: 0.5, 2: 0.7, 3: 0.6, 4: 0.4}
+    monkeypatch.setattr(DevEvaluation, "evaluate", lambda self, epoch: {"epoch": epoch, "accuracy": 0.0, "macro_f1": scores[epoch]})
+    llkd = SelectionConfig(selector="all")
+    best_seen: dict[str, torch.Tensor] = {}
+
+    class AtEpoch2(Callback):
+        def on_step_end(self, state, step):
+            if step.epoch_end and step.epoch + 1 == 2:
+                best_seen.update({k: v.clone() for k, v in torch.load(tmp_path / mode / BEST, weights_only=True).items()})
+
+    trainer = _trainer(tiny_bert, tmp_path / mode, llkd, callbacks=[AtEpoch2()], mode=mode, epochs=4)
+    result = trainer.train()
+    assert result.steps == 16 and [h["epoch"] for h in result.dev_history] == [1, 2, 3, 4]
+    assert result.kept_epoch == 2 and result.kept_reason == "best dev macro-F1 0.7000 at epoch 2 of 4"
+    trained = (trainer.model.classifier if mode == "frozen" else trainer.model).state_dict()
+    assert best_seen and all(torch.equal(trained[k], v) for k, v in best_seen.items())
+    assert json.loads((tmp_path / mode / "model" / "llkd.json").read_text())["training"]["kept_epoch"] == 2
+    # keep_best off: the last epoch, and it says so
+    last = _trainer(tiny_bert, tmp_path / f"{mode}-last", llkd, mode=mode, epochs=4, keep_best=False).train()
+    assert last.kept_epoch == 4 and last.kept_reason == "the last epoch (keep_best off)"
+    # patience 1: epoch 3 does not beat epoch 2, so training stops there (12 of 16 steps)
+    early = _trainer(tiny_bert, tmp_path / f"{mode}-early", llkd, mode=mode, epochs=4, patience=1).train()
+    assert early.steps == 12 and early.kept_epoch == 2 and "stopped early after 3 epochs (patience 1)" in early.kept_reason

@@ -128,6 +128,8 @@ class StudentConfig(_Section):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
     output: Path = Field(Path("runs/student"), description="Where the trained student (HF folder), logs and checkpoints go.")
     checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps (0: only at epoch ends).")
+    keep_best: bool = Field(True, description="With a dev split (data.dev): save the epoch with the best dev macro-F1, not the last (the Hugging Face Trainer's load_best_model_at_end); summary.json says which epoch was kept and why.")
+    patience: int = Field(0, ge=0, description="With a dev split: stop after this many epochs without a better dev macro-F1 (0: run every epoch). One process only.")
     resume: bool = Field(True, description="Resume from the checkpoint in output if there is one.")
 
     _device = field_validator("device")(_device_field)

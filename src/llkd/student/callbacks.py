@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterable, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from llkd.data.loading import TextSet
@@ -71,6 +72,33 @@ class DevEvaluation(Callback):
         rep = classification_report(self.dev.labels, probs.argmax(1), self.names)
         log.info("epoch %d dev accuracy %.4f macro-F1 %.4f", epoch, rep.accuracy, rep.macro_f1)
         return {"epoch": epoch, "accuracy": rep.accuracy, "macro_f1": rep.macro_f1}
+
+
+BEST = "best.pt"
+
+
+class BestEpoch(Callback):
+    """After each epoch's dev score (so after DevEvaluation): the weights of the best epoch so
+    far go to ``best.pt`` (tensors only), and with ``patience`` the run stops after that many
+    epochs without a better dev macro-F1. Ties keep the earlier epoch."""
+
+    def __init__(self, path: Path, parts: TrainParts, patience: int = 0) -> None:
+        self.path, self.parts, self.patience = path, parts, patience
+
+    def on_step_end(self, state: TrainState, step: StepOutcome) -> None:
+        if not step.epoch_end or not state.dev_history:
+            return
+        scores = {h["epoch"]: h["macro_f1"] for h in state.dev_history}
+        last = state.dev_history[-1]["epoch"]
+        if state.best_epoch is None or scores[last] > scores[state.best_epoch]:
+            state.best_epoch = last
+            tmp = self.path.with_suffix(".tmp")
+            torch.save(self.parts.acc.unwrap_model(self.parts.trainable).state_dict(), tmp)
+            os.replace(tmp, self.path)
+        elif self.patience and last - state.best_epoch >= self.patience:
+            state.stopped_early = True
+            log.info("dev macro-F1 has not improved for %d epochs (best %.4f at epoch %d): stopping", last - state.best_epoch,
+                     scores[state.best_epoch], state.best_epoch)
 
 
 class Checkpointing(Callback):

@@ -34,7 +34,9 @@ def run_fingerprint(texts: Sequence[str], teacher_probs: torch.Tensor, student: 
     for t in texts:
         h.update(hashlib.sha256(t.encode("utf-8")).digest())
     h.update(np.ascontiguousarray(teacher_probs.numpy(), dtype=np.float32).tobytes())
-    settings = student.model_dump(mode="json", exclude={"resume", "output", "checkpoint_every", "threads", "device"})
+    # keep_best and patience change which epoch is saved and when a run ends, not the steps it
+    # takes: a checkpoint from before they existed still resumes
+    settings = student.model_dump(mode="json", exclude={"resume", "output", "checkpoint_every", "threads", "device", "keep_best", "patience"})
     settings["epochs"] = student.resolved_epochs()
     settings["head_lr"] = student.resolved_head_lr()
     h.update(json.dumps([settings, selection.model_dump(mode="json")], sort_keys=True).encode())

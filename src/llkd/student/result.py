@@ -20,6 +20,8 @@ class TrainResult:
     data_usage: float  # distinct pool samples ever selected / pool size
     selected_rows: np.ndarray  # bool [N]
     dev_history: list[dict[str, Any]] = field(default_factory=list)
+    kept_epoch: int | None = None  # the epoch whose weights were saved (None: the last step's, no dev split)
+    kept_reason: str = "the last step's weights (no dev split)"
 
     @property
     def sample_step_rate(self) -> float:
@@ -34,4 +36,6 @@ class TrainResult:
             "sample_step_rate": round(self.sample_step_rate, 4),
             "data_usage": round(self.data_usage, 4),
             "distinct_samples_used": int(self.selected_rows.sum()),
+            "kept_epoch": self.kept_epoch,
+            "kept_reason": self.kept_reason,
         }

@@ -21,6 +21,8 @@ class TrainState:
     gradient_samples: int = 0  # sample-steps that got a backward pass
     seen: int = 0  # sample-steps, selected or not
     dev_history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None  # the epoch with the best dev macro-F1 so far (its weights are in best.pt)
+    stopped_early: bool = False  # patience ran out
 
     @classmethod
     def fresh(cls, n: int) -> TrainState:
@@ -35,10 +37,10 @@ class TrainState:
     def counters(self) -> dict[str, Any]:
         """The JSON part of a checkpoint (keys and order as checkpoints have always had them)."""
         return {"step": self.step, "updates": self.updates, "gradient_samples": self.gradient_samples, "seen": self.seen,
-                "dev_history": self.dev_history}
+                "dev_history": self.dev_history, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}
 
     def restore(self, counters: dict[str, Any], selected: np.ndarray) -> None:
-        for name in ("step", "updates", "gradient_samples", "seen", "dev_history"):
+        for name in ("step", "updates", "gradient_samples", "seen", "dev_history", "best_epoch", "stopped_early"):
             if name in counters:
                 setattr(self, name, counters[name])
         self.selected = selected

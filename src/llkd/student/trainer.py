@@ -22,7 +22,7 @@ from llkd.data.loading import TextSet
 from llkd.data.schema import LabelSchema
 from llkd.hardware import resolve_dtype
 from llkd.selection.selectors import build_selector
-from llkd.student.callbacks import Callback, CallbackList, Checkpointing, DevEvaluation, ProgressBar, StepLog, trim_step_log
+from llkd.student.callbacks import BEST, BestEpoch, Callback, CallbackList, Checkpointing, DevEvaluation, ProgressBar, StepLog, trim_step_log
 from llkd.student.checkpoint import CHECKPOINT, CHECKPOINT_KEYS, read_checkpoint, resume, run_fingerprint
 from llkd.student.model import load_student, save_student
 from llkd.student.modes import MODES
@@ -88,7 +88,7 @@ class StudentTrainer:
         callbacks.on_train_begin(state)
         try:
             with parts.mode.training(parts.trainable):
-                while state.step < parts.schedule.total_steps:
+                while state.step < parts.schedule.total_steps and not state.stopped_early:
                     callbacks.on_step_end(state, self._step(step, parts, state))
         finally:
             callbacks.on_train_end(state)
@@ -141,11 +141,33 @@ class StudentTrainer:
         callbacks: list[Callback] = []
         if self.dev is not None and main:
             callbacks.append(DevEvaluation(parts.mode, self.dev, self.schema.names))
+            # early stopping needs every rank to stop together, so patience is one-process only
+            patience = self.cfg.patience if acc.num_processes == 1 else 0
+            if self.cfg.patience and acc.num_processes > 1:
+                log.warning("student.patience is ignored with %d processes (every rank would have to stop at once)", acc.num_processes)
+            if self.cfg.keep_best or patience:
+                callbacks.append(BestEpoch(self.output / BEST, parts, patience))
         callbacks.append(StepLog(self.output, main, acc.process_index, parts.mode.flush_every_step, self.cfg.checkpoint_every))
         if main:
             callbacks.append(Checkpointing(self.output / CHECKPOINT, parts, fingerprint, self.cfg.checkpoint_every))
         bar = ProgressBar(parts.schedule.total_steps, f"student[{self.selection_cfg.selector}]", self.progress and main)
         return CallbackList([*callbacks, bar, *self.extra_callbacks])
+
+    def _keep(self, parts: TrainParts, state: TrainState) -> tuple[int | None, str]:
+        """Which epoch's weights the saved student gets, and why: with a dev split and
+        keep_best, the best dev macro-F1's (loaded back from best.pt when it is not the last)."""
+        history = {h["epoch"]: h["macro_f1"] for h in state.dev_history}
+        if not history:
+            return None, "the last step's weights (no dev split)"
+        last = max(history)
+        stop = f", stopped early after {last} epochs (patience {self.cfg.patience})" if state.stopped_early else ""
+        if not self.cfg.keep_best or state.best_epoch is None:
+            return last, f"the last epoch (keep_best off){stop}"
+        best = state.best_epoch
+        if best != last:
+            weights = torch.load(self.output / BEST, map_location="cpu", weights_only=True)
+            parts.acc.unwrap_model(parts.trainable).load_state_dict(weights)
+        return best, f"best dev macro-F1 {history[best]:.4f} at epoch {best} of {last}{stop}"
 
     def _finish(self, parts: TrainParts, state: TrainState) -> TrainResult:
         selected_pool = np.zeros(len(self.pool), dtype=bool)
@@ -155,6 +177,7 @@ class StudentTrainer:
                              data_usage=float(selected_pool.sum() / len(self.pool)), selected_rows=selected_pool,
                              dev_history=list(state.dev_history))
         if parts.acc.is_main_process:
+            result.kept_epoch, result.kept_reason = self._keep(parts, state)
             extra = {"training": result.summary(), "selector": self.selection_cfg.selector, "mode": self.cfg.mode, "dtype": self.dtype,
                      "max_length": self.cfg.max_length}
             save_student(parts.model, parts.tokenizer, self.schema, result.model_dir, extra)
