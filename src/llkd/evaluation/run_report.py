@@ -296,7 +296,7 @@ def write_run_report(
              ("steps / optimizer updates", f"{summary['steps']} / {summary['optimizer_updates']}"),
              ("gradient samples / sample-steps seen", f"{summary['gradient_samples']} / {summary['sample_steps_seen']} ({_pct(summary['sample_step_rate'])})"),
              ("data usage (distinct pool texts ever selected)", f"{_pct(summary['data_usage'])} ({summary['distinct_samples_used']} texts)"),
-             ("saved student", f"`{result.model_dir}`: {getattr(result, 'kept_reason', '')}")]
+             ("saved student", f"`{result.model_dir}`: {result.kept_reason}")]
     md += _table(["run", ""], facts, "ll") + [""]
 
     for section in (_test_section, _dev_section, _selection_section, _class_mix_section, _reliability_section):
