@@ -330,8 +330,9 @@ class Bench:
                 else:
                     # The dev split's teacher answers are committed only when it was carved from
                     # the pool; from committed files alone a train-side dev split calibrates nothing.
-                    uses_dev = CALIBRATORS.get(s.calibration).uses_dev and data.dev is not None and (s.dev_from_pool > 0 or s.teacher_source != "answers")
-                    if CALIBRATORS.get(s.calibration).uses_dev and data.dev is not None and not uses_dev:
+                    wants_dev = CALIBRATORS.get(s.calibration).uses_dev and data.dev is not None
+                    uses_dev = wants_dev and (s.dev_from_pool > 0 or s.teacher_source != "answers")
+                    if wants_dev and not uses_dev:
                         self.say(f"[{name}] calibration {s.calibration} gets no dev split: its texts have no committed answers (use --dev-from-pool N)")
                     answers = get_answers(data, teacher, s.answers_dir, s.teacher_source, s.teacher_cache, s.progress, s.device, s.teacher_dtype,
                                           with_dev=uses_dev)

@@ -10,7 +10,10 @@ from llkd_bench.teacher_speed import matmul_peak_gflops
 from llkd.teacher.prompt import label_from_reply
 
 
-def test_naive_answers_use_the_shared_reply_parser(agnews_schema) -> None:
+def test_naive_answers_use_the_shared_reply_parser() -> None:
+    from llkd.pipeline import bundled_demo_data, load_schema
+
+    agnews_schema = load_schema(bundled_demo_data())  # the schema of llkd's bundled AG News slice
     names = agnews_schema.names  # World, Sports, Business, Sci/Tech (verbalizer Technology)
     assert label_from_reply(agnews_schema, "Sports") == names.index("Sports")
     assert label_from_reply(agnews_schema, " business.") == names.index("Business")

@@ -315,7 +315,9 @@ def select(teacher_probs: Any, student_probs: Any = None, *, selector: str = "ll
     if not len(rows):
         return mask, weights
     if class_prior is None:
-        class_prior = np.bincount(t[rows].argmax(axis=1), minlength=t.shape[1]) / len(rows)
+        from llkd.teacher.calibration import vote_shares
+
+        class_prior = vote_shares(t[rows])  # the pseudo-labels' class mix
     chooser = build_selector(cfg, t.shape[1], len(rows), seed, np.asarray(class_prior, dtype=np.float64))
     if chooser.needs_student and s is None:
         raise ValueError(f"selector '{selector}' needs student_probs")
