@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from pydantic import BaseModel
 
 from llkd_bench.datasets import BenchData, carve_dev_from_pool, load_dataset, skew_pool
 from llkd_bench.noise import NoiseSpec, inject_noise
 from llkd_bench.teacher import TeacherAnswers, get_answers
+from llkd.config import SelectionConfig, StudentConfig, TeacherConfig
 from llkd.evaluation.metrics import classification_report, reweighted_macro_f1
 from llkd.pipeline import calibration_summary
 from llkd.teacher.calibration import CALIBRATORS, Calibrator, LabelledAnswers, fit_calibrator, total_variation
@@ -112,8 +114,9 @@ def baseline_methods(names: list[str]) -> list[Method]:
 def sensitivity_methods(momenta: list[float], init_values: list[float]) -> list[Method]:
     """Suite 2: LLKD's threshold settings. Teacher-only and student-only are the
     teacher_adaptive / student_adaptive baselines (run here too if suite 1 is not)."""
-    out = [Method("llkd", "llkd", suite="sensitivity")]  # the default settings (momentum 0.9, first_batch, weighted)
-    out += [Method(f"llkd/momentum={m:g}", "llkd", (("momentum", m),), suite="sensitivity") for m in momenta if m != 0.9]
+    out = [Method("llkd", "llkd", suite="sensitivity")]  # the library's default settings (momentum 0.9, first_batch, weighted)
+    default_momentum = SelectionConfig.model_fields["momentum"].default  # the grid's point that is plain "llkd"
+    out += [Method(f"llkd/momentum={m:g}", "llkd", (("momentum", m),), suite="sensitivity") for m in momenta if m != default_momentum]
     out += [Method(f"llkd/init=const{v:g}", "llkd", (("init", "constant"), ("init_value", v)), suite="sensitivity") for v in init_values]
     out.append(Method("llkd/unweighted", "llkd", (("weighted", False),), suite="sensitivity"))
     # beyond the paper: LLKD's selection and weights with soft targets (the teacher's distribution)
@@ -139,6 +142,19 @@ def noise_methods(specs: list[NoiseSpec], selectors: list[str]) -> list[Method]:
     return out
 
 
+# BenchSettings field -> the StudentConfig / TeacherConfig field it sets. Their defaults are
+# the library's (a default changed there changes the benchmark); the bench's tier presets
+# (commands/bench.py) choose epochs and max_length on purpose.
+STUDENT_FIELDS = {"student": "model", "student_mode": "mode", "max_length": "max_length", "batch_size": "batch_size", "epochs": "epochs",
+                  "lr": "lr", "head_lr": "head_lr", "student_dtype": "dtype", "threads": "threads", "device": "device"}
+TEACHER_FIELDS = {"teacher_dtype": "dtype", "calibration": "calibration", "device": "device"}  # one --device for both
+
+
+def library_default(section: type[BaseModel], name: str) -> Any:
+    """A dataclass field defaulting to the llkd config section's default for ``name``."""
+    return field(default=section.model_fields[name].default)
+
+
 @dataclass
 class BenchSettings:
     datasets: list[str]
@@ -149,18 +165,18 @@ class BenchSettings:
     pool_size: int
     test_size: int
     epochs: float
-    max_length: int
-    batch_size: int = 16
-    lr: float = 1e-4
-    head_lr: float | None = None  # None: the student config's default for the mode
-    student_mode: str = "finetune"  # finetune | frozen (the fast tier)
-    student_dtype: str = "auto"
+    max_length: int = library_default(StudentConfig, "max_length")
+    batch_size: int = library_default(StudentConfig, "batch_size")
+    lr: float = library_default(StudentConfig, "lr")
+    head_lr: float | None = library_default(StudentConfig, "head_lr")  # None: the student config's default for the mode
+    student_mode: str = library_default(StudentConfig, "mode")  # finetune | frozen (the fast tier)
+    student_dtype: str = library_default(StudentConfig, "dtype")
     dev_size: int = 0
-    student: str = "minilm"
-    threads: int | None = None
-    device: str = "auto"
-    teacher_dtype: str = "auto"
-    calibration: str = "auto"  # llkd.teacher.calibration name, fitted on the pool (gold only of a dev split, when there is one)
+    student: str = library_default(StudentConfig, "model")
+    threads: int | None = library_default(StudentConfig, "threads")
+    device: str = library_default(StudentConfig, "device")
+    teacher_dtype: str = library_default(TeacherConfig, "dtype")
+    calibration: str = library_default(TeacherConfig, "calibration")  # fitted on the pool (gold only of a dev split, when there is one)
     dev_from_pool: int = 0  # > 0: the last N pool texts become the dev split (their teacher answers exist)
     imbalance: float = 0.0  # > 1: the pool (and dev) resampled to a long-tailed prior with this imbalance ratio
     imbalance_head: int = 0  # the class index that is the largest under imbalance
@@ -181,14 +197,12 @@ class BenchSettings:
     quick: bool = False
 
     def resolved_head_lr(self) -> float:
-        from llkd.config import StudentConfig
-
         # resolved here, so a run fingerprint changes when the product default changes
         return StudentConfig(mode=self.student_mode, head_lr=self.head_lr).resolved_head_lr()  # type: ignore[arg-type]
 
     def student_dict(self) -> dict[str, Any]:
-        return {"model": self.student, "mode": self.student_mode, "max_length": self.max_length, "batch_size": self.batch_size, "epochs": self.epochs,
-                "lr": self.lr, "head_lr": self.resolved_head_lr(), "dtype": self.student_dtype, "threads": self.threads, "device": self.device}
+        """The StudentConfig settings of every run (head_lr resolved), as in its fingerprint."""
+        return {**{name: getattr(self, ours) for ours, name in STUDENT_FIELDS.items()}, "head_lr": self.resolved_head_lr()}
 
 
 def calibrate(pool: np.ndarray, test: np.ndarray, how: str, dev: tuple[np.ndarray, list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, Calibrator]:

@@ -84,32 +84,26 @@ def _frozen_run(data: Any, pool_n: int, answers_dir: Path | None) -> dict[str, A
     from llkd_bench.teacher import get_answers
     from llkd.config import LLKDConfig
     from llkd.data.loading import TextSet
-    from llkd.pipeline import train_student
+    from llkd.evaluation.metering import StageMeter
     from llkd.student.embeddings import EmbeddingCache
+    from llkd.student.trainer import StudentTrainer
 
     answers = get_answers(data, "smollm2-135m", answers_dir, "answers")
     pool = TextSet(data.pool.ids[:pool_n], data.pool.texts[:pool_n], None, data.pool.source)
     probs = answers.pool[:pool_n]
     out: dict[str, Any] = {"pool": len(pool), "teacher": "smollm2-135m (committed answers)"}
     with tempfile.TemporaryDirectory() as tmp:
-        import os
-
-        old = os.environ.get("LLKD_CACHE_DIR")
-        os.environ["LLKD_CACHE_DIR"] = tmp  # a private, empty embedding cache: the cold run is really cold
-        try:
-            for label in ("cold_cache_s", "warm_cache_s"):
-                cfg = LLKDConfig.validated({"student": {"mode": "frozen", "output": str(Path(tmp) / label), "max_length": 64}, "selection": {"selector": "llkd"}})
-                result, meter = train_student(cfg, data.schema, pool, probs, progress=False)
-                out[label] = meter.seconds
-                out["steps"] = result.steps
-                out["data_usage"] = result.data_usage
-            with EmbeddingCache(Path(tmp) / "embeddings.sqlite") as cache:
-                out["cached_embeddings"] = int(cache.db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
-        finally:
-            if old is None:
-                os.environ.pop("LLKD_CACHE_DIR", None)
-            else:
-                os.environ["LLKD_CACHE_DIR"] = old
+        embeddings = Path(tmp) / "embeddings.sqlite"  # private and empty: the cold run is really cold
+        for label in ("cold_cache_s", "warm_cache_s"):
+            cfg = LLKDConfig.validated({"student": {"mode": "frozen", "output": str(Path(tmp) / label), "max_length": 64}, "selection": {"selector": "llkd"}})
+            trainer = StudentTrainer(cfg.student, cfg.selection, data.schema, pool, probs, progress=False, embedding_cache=embeddings)
+            with StageMeter("student") as meter:  # timed as llkd.pipeline.train_student times it
+                result = trainer.train()
+            out[label] = meter.seconds
+            out["steps"] = result.steps
+            out["data_usage"] = result.data_usage
+        with EmbeddingCache(embeddings) as cache:
+            out["cached_embeddings"] = int(cache.db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0])
     return out
 
 

@@ -322,3 +322,37 @@ def test_an_option_added_later_does_not_invalidate_earlier_runs() -> None:
     other = json.dumps({"selection": {"selector": "llkd", "class_balance": "selected_share", "teacher_threshold": "global"}}, sort_keys=True)
     assert same_settings(old, same) and same_settings(same, old)
     assert not same_settings(old, other)
+
+
+def test_student_and_teacher_settings_default_to_llkds_config() -> None:
+    """BenchSettings and the bench's flags take their student and teacher defaults from llkd's
+    config sections; the flags keep their names and meaning."""
+    import argparse
+    from dataclasses import fields
+
+    from llkd_bench.commands.bench import FROZEN, _settings, add_arguments
+    from llkd_bench.runner import STUDENT_FIELDS, TEACHER_FIELDS, BenchSettings
+    from llkd.config import StudentConfig, TeacherConfig
+
+    defaults = {f.name: f.default for f in fields(BenchSettings)}
+    for ours, theirs in STUDENT_FIELDS.items():
+        if ours != "epochs":  # always given: the tier presets set it
+            assert defaults[ours] == StudentConfig.model_fields[theirs].default, ours
+    for ours, theirs in TEACHER_FIELDS.items():
+        assert defaults[ours] == TeacherConfig.model_fields[theirs].default, ours
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    s = _settings(p.parse_args(["--tier", "frozen"]))
+    library = StudentConfig(mode="frozen", max_length=FROZEN["max_length"], epochs=FROZEN["epochs"])
+    assert s.student_dict() == {**library.model_dump(include=set(STUDENT_FIELDS.values())), "head_lr": library.resolved_head_lr()}
+    assert (s.teacher_dtype, s.calibration) == (TeacherConfig().dtype, TeacherConfig().calibration)
+
+    given = ["--batch-size", "8", "--lr", "2e-4", "--head-lr", "0.05", "--student-dtype", "float32", "--threads", "1", "--device", "cpu",
+             "--student", "mpnet", "--teacher-dtype", "bfloat16", "--calibration", "mean", "--max-length", "32", "--epochs", "2"]
+    s = _settings(p.parse_args(given))
+    assert s.student_dict() == {"model": "mpnet", "mode": "finetune", "max_length": 32, "batch_size": 8, "epochs": 2.0, "lr": 2e-4, "head_lr": 0.05,
+                                "dtype": "float32", "threads": 1, "device": "cpu"}
+    assert (s.teacher_dtype, s.calibration, s.device) == ("bfloat16", "mean", "cpu")
+    with pytest.raises(SystemExit):  # as before: no float16 student in the benchmark
+        p.parse_args(["--student-dtype", "float16"])

@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any, get_args
 
 HELP = "Benchmark LLKD against every baseline (and the teacher and a supervised bound) on real datasets; writes tables, a CSV, plots and results.md."
 
@@ -22,6 +23,9 @@ FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_si
 # Frozen tier (--tier frozen): the encoder runs once per text (embeddings cached on disk), only
 # the head trains, so a run takes seconds: pools of 2,000, 20 epochs, 5 seeds.
 FROZEN = {**FULL, "pool_size": 2000, "seeds": [0, 1, 2, 3, 4], "epochs": 20.0, "student_mode": "frozen"}
+# Every other student and teacher flag defaults to, and is described by, the llkd config field
+# it sets (runner.STUDENT_FIELDS / TEACHER_FIELDS). The presets' epochs and max_length (64, not
+# llkd's 128) are the benchmark's own: they size each tier to its time budget.
 DEFAULT_METHODS = ["teacher", "all", "soft", "random", "fixed", "teacher_adaptive", "student_adaptive", "freematch", "llkd", "supervised"]
 
 
@@ -29,9 +33,27 @@ def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _library(dest: str, about: str = "") -> dict[str, Any]:
+    """Default and help of the flag for BenchSettings field ``dest``, from the llkd config field
+    it sets (``about`` in place of that field's description, where the benchmark says more)."""
+    from llkd_bench.runner import STUDENT_FIELDS, TEACHER_FIELDS
+    from llkd.config import StudentConfig, TeacherConfig
+
+    if dest in STUDENT_FIELDS:  # --device sets both: the student's field speaks for it
+        section, name, f = "student", STUDENT_FIELDS[dest], StudentConfig.model_fields[STUDENT_FIELDS[dest]]
+    else:
+        section, name, f = "teacher", TEACHER_FIELDS[dest], TeacherConfig.model_fields[TEACHER_FIELDS[dest]]
+    default = "" if f.default is None else f"; default {f.default}"  # None: the description says what happens
+    return {"dest": dest, "default": f.default, "help": f"{about or f.description} (llkd's {section}.{name}{default})"}
+
+
+def _choices(section: Any, name: str) -> list[str]:
+    return list(get_args(section.model_fields[name].annotation))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from llkd_bench.answers import PACKAGED
-    from llkd.config import TeacherConfig
+    from llkd.config import DEVICE_HELP, StudentConfig, TeacherConfig
     from llkd.teacher.calibration import CALIBRATORS
 
     p.add_argument("--quick", action="store_true", help=f"Small CI run: {QUICK}; teacher answers from committed files only.")
@@ -46,17 +68,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-size", type=int, help=f"Test texts per dataset (default: quick {QUICK['test_size']}, full {FULL['test_size']}).")
     p.add_argument("--epochs", type=float, help=f"Student epochs (default: quick {QUICK['epochs']:g}, full {FULL['epochs']:g}).")
     p.add_argument("--max-length", type=int, help=f"Student tokens per text (default: {FULL['max_length']}).")
-    p.add_argument("--batch-size", type=int, default=16, help="Student batch size.")
-    p.add_argument("--lr", type=float, default=1e-4, help="Student encoder learning rate.")
-    p.add_argument("--head-lr", type=float, help="Student head learning rate (default: the student config's default for the tier).")
-    p.add_argument("--student-dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="Student compute dtype (auto: bf16 where the CPU or GPU has it natively).")
+    p.add_argument("--batch-size", type=int, **_library("batch_size"))
+    p.add_argument("--lr", type=float, **_library("lr"))
+    p.add_argument("--head-lr", type=float, **_library("head_lr"))
+    # the benchmark has never offered float16 for its student
+    p.add_argument("--student-dtype", choices=[c for c in _choices(StudentConfig, "dtype") if c != "float16"], **_library("student_dtype"))
     p.add_argument("--dev-size", type=int, help="Gold-labelled dev texts carved from the pool side, for choosing settings (default: quick 0, else 500).")
-    p.add_argument("--student", default="minilm", help="Student encoder.")
-    p.add_argument("--threads", type=int, help="CPU threads for torch.")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda.")
+    p.add_argument("--student", **_library("student"))
+    p.add_argument("--threads", type=int, **_library("threads"))
+    p.add_argument("--device", **_library("device", f"Student and teacher device: {DEVICE_HELP}."))
     p.add_argument("--teacher", default="smollm2-135m", help="Teacher name(s), comma list; the teacher_size suite compares them, other suites use the first.")
-    p.add_argument("--teacher-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Teacher weights dtype when a teacher has to run (auto: bfloat16 on a GPU or a CPU with native bf16).")
-    p.add_argument("--calibration", default=TeacherConfig.model_fields["calibration"].default, choices=[n for n in CALIBRATORS.names() if n != "contextual"], help="Teacher calibration before selection (default: the product's default teacher.calibration), fitted on the pool (and the dev split's answers, for auto and prior) and applied to every split (llkd.teacher.calibration; contextual is not offered: the benchmark keeps no content-free answer).")
+    p.add_argument("--teacher-dtype", choices=_choices(TeacherConfig, "dtype"), **_library("teacher_dtype"))
+    p.add_argument("--calibration", choices=[n for n in CALIBRATORS.names() if n != "contextual"],
+                   **_library("calibration", "Teacher calibration before selection, fitted on the pool (and the dev split's answers, for auto and prior) and applied to every split "
+                              "(llkd.teacher.calibration; contextual is not offered: the benchmark keeps no content-free answer)."))
     p.add_argument("--dev-from-pool", type=int, default=0, help="Carve the dev split from the last N pool texts instead of the train side's end (their teacher answers are committed with the pool's), so calibration can use it.")
     p.add_argument("--imbalance", type=float, default=0.0, help="Stress: resample the pool (and dev) to a long-tailed prior with this imbalance ratio (largest / smallest class, e.g. 10 or 50); the test split keeps its own distribution.")
     p.add_argument("--imbalance-head", type=int, default=0, help="Under --imbalance: the index of the largest class; the others follow in schema order, each smaller.")

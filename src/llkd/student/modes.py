@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from llkd.config import StudentConfig
-from llkd.student.embeddings import cached_embeddings
+from llkd.student.embeddings import EmbeddingCache, cached_embeddings
 from llkd.student.model import autocast, collate, encode, predict_probs
 
 log = logging.getLogger("llkd.student.trainer")  # the training run's messages, under one logger
@@ -31,8 +32,11 @@ class StudentMode:
     frozen: ClassVar[bool]  # load the pooled-embedding classifier whatever the checkpoint
     flush_every_step: ClassVar[bool]  # write each step-log row through at once
 
-    def __init__(self, cfg: StudentConfig, model: Any, tokenizer: Any, device: torch.device, dtype: str) -> None:
+    def __init__(self, cfg: StudentConfig, model: Any, tokenizer: Any, device: torch.device, dtype: str, embedding_cache: Path | None = None) -> None:
+        """``embedding_cache``: the SQLite file a frozen encoder's embeddings go to (None: the
+        llkd cache dir's embeddings.sqlite)."""
         self.cfg, self.model, self.tokenizer, self.device, self.dtype = cfg, model, tokenizer, device, dtype
+        self.embedding_cache = embedding_cache
 
     def prepare(self, texts: Sequence[str]) -> tuple[torch.nn.Module, ParamGroups]:
         """Turn the training texts into inputs; returns the module to train and its parameter groups."""
@@ -88,7 +92,7 @@ class FrozenMode(StudentMode):
     flush_every_step = False  # a step takes about a millisecond: flush once an epoch
 
     def prepare(self, texts: Sequence[str]) -> tuple[torch.nn.Module, ParamGroups]:
-        features, n_new = cached_embeddings(self.model, self.tokenizer, texts, self.cfg.max_length, self.dtype)
+        features, n_new = self._embeddings(texts)
         n = len(texts)
         log.info("frozen encoder: %d pool embeddings (%d encoded now, %d from cache)", n, n_new, n - n_new)
         self.model.backbone.requires_grad_(False)
@@ -100,8 +104,12 @@ class FrozenMode(StudentMode):
         return trainable(self.features[torch.from_numpy(rows).to(self.device)]).float()
 
     def dev_probs(self, texts: Sequence[str]) -> np.ndarray:
-        embeddings, _ = cached_embeddings(self.model, self.tokenizer, texts, self.cfg.max_length, self.dtype)
+        embeddings, _ = self._embeddings(texts)
         return predict_probs(self.model, self.tokenizer, texts, self.cfg.max_length, dtype=self.dtype, embeddings=embeddings)
+
+    def _embeddings(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        with EmbeddingCache(self.embedding_cache) as cache:
+            return cached_embeddings(self.model, self.tokenizer, texts, self.cfg.max_length, self.dtype, cache=cache)
 
     @contextlib.contextmanager
     def training(self, trainable: Any) -> Iterator[None]:

@@ -51,11 +51,15 @@ class StudentTrainer:
         progress: bool = True,
         class_prior: np.ndarray | None = None,
         callbacks: Sequence[Callback] = (),
+        embedding_cache: Path | None = None,
     ) -> None:
         """``teacher_probs`` [N, C] aligned with ``pool``; rows that are NaN (no teacher
         answer) are left out of training. ``class_prior``: the pool's class shares as the
         teacher's calibration estimated them (the class-balance guard's target); default: the
-        shares of the given pseudo-labels. ``callbacks`` fire after the built-in ones."""
+        shares of the given pseudo-labels. ``callbacks`` fire after the built-in ones.
+        ``embedding_cache``: the SQLite file of a frozen run's encoder embeddings (default:
+        embeddings.sqlite in the llkd cache dir); not a setting of the run, so it is not part
+        of the checkpoint's fingerprint."""
         if teacher_probs.shape != (len(pool), schema.num_labels):
             raise ValueError(f"teacher_probs has shape {teacher_probs.shape}, expected {(len(pool), schema.num_labels)}")
         answered = ~np.isnan(teacher_probs).any(axis=1)
@@ -72,6 +76,7 @@ class StudentTrainer:
         self.progress = progress
         self.output = Path(student.output)
         self.extra_callbacks = list(callbacks)
+        self.embedding_cache = embedding_cache
         self.dtype: str | None = None  # the compute dtype, once train() resolved it
         self.model: Any = None  # the trained student and its tokenizer, once train() returns
         self.tokenizer: Any = None
@@ -123,7 +128,7 @@ class StudentTrainer:
         model, tokenizer = load_student(cfg.model, self.schema, frozen=mode_type.frozen)
         model.to(acc.device)
         self.dtype = resolve_dtype(cfg.dtype, acc.device)
-        mode = mode_type(cfg, model, tokenizer, acc.device, self.dtype)
+        mode = mode_type(cfg, model, tokenizer, acc.device, self.dtype, self.embedding_cache)
         trainable, param_groups = mode.prepare(self.texts)
         selector = build_selector(self.selection_cfg, self.schema.num_labels, len(self.texts), cfg.seed, self.class_prior)
         if acc.num_processes > 1:
