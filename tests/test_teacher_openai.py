@@ -457,7 +457,7 @@ def test_answers_cached_under_the_old_identity_are_reused(tmp_path: Path) -> Non
     with TeacherCache(tmp_path / "cache.sqlite") as cache:
         cache.put_many(old, [(text_hash(t), f"t{i}", TeacherAnswer([0.7, 0.1, 0.1, 0.1], "first_token_logprobs")) for i, t in enumerate(HEADLINES[:3])])
         labels = label_texts(teacher, HEADLINES[:3], cache, progress=False)
-        assert labels.n_asked == 0 and labels.pseudo_labels.tolist() == [0, 0, 0]
+        assert labels.n_asked == 0 and labels.label_ids.tolist() == [0, 0, 0]
         assert cache.count(teacher.identity()) == 3
 
 
@@ -515,7 +515,7 @@ def test_labelling_survives_injected_faults(model_server: ServerProcess, tmp_pat
                 np.testing.assert_allclose(labels.probs[i], np.array(mass) / sum(mass), atol=1e-5)
             else:
                 assert labels.methods[i] == "parsed_reply"
-                assert labels.pseudo_labels[i] == label_from_reply(SCHEMA, response["choices"][0]["message"]["content"])
+                assert labels.label_ids[i] == label_from_reply(SCHEMA, response["choices"][0]["message"]["content"])
 
 
 @pytest.mark.timeout(120)

@@ -75,6 +75,13 @@ def write_answers(path: str | Path, dataset: str, teacher: str, identity: str, s
     return len(existing)
 
 
+def file_answers_usable(header: dict[str, Any], identity: str | None) -> bool:
+    """The one rule of both answer cascades (the benchmark's and the teacher table's): a file's
+    answers stand in for the teacher unless a loaded teacher says it is another identity
+    (other weights, dtype, template); then the file is left out, never mixed in."""
+    return identity is None or not header or header.get("identity") == identity
+
+
 def lookup(answers: dict[str, np.ndarray], keys: Sequence[str], num_labels: int) -> np.ndarray:
     """[N, C] probs for the keys; NaN rows where there is no answer."""
     out = np.full((len(keys), num_labels), np.nan)

@@ -1,6 +1,7 @@
 """Where the benchmark's teacher answers come from: committed answer files first, then the
 teacher cache (SQLite), then the teacher itself (through :func:`llkd.pipeline.pseudo_label`,
-which caches every answer, so labelling is resumable)."""
+which caches every answer, so labelling is resumable). A file's answers are left out when the
+teacher, once loaded, is another identity (:func:`llkd_bench.answers.file_answers_usable`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from llkd_bench.answers import answers_file, lookup, read_answers, write_answers
+from llkd_bench.answers import answers_file, file_answers_usable, lookup, read_answers, write_answers
 from llkd_bench.datasets import BenchData
 from llkd.config import TeacherConfig
 from llkd.data.errors import DataError
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TeacherAnswers:
+    """Raw answers of one teacher for a benchmark dataset's splits (rows as the splits' texts),
+    with where they came from: per split, the arrays of :class:`llkd.teacher.answers.TeacherLabels`
+    (NaN row: no answer)."""
+
     teacher: str
     pool: np.ndarray  # [N, C] raw probs (NaN: no answer)
     test: np.ndarray
@@ -66,16 +71,27 @@ def get_answers(data: BenchData, teacher: str, answers_dir: Path | None, source:
         from llkd.pipeline import pseudo_label
 
         cfg = teacher_config(teacher, cache, device, dtype)
-        texts = TextSet([split.ids[i] for split, m in zip(splits, missing) for i in m],
-                        [split.texts[i] for split, m in zip(splits, missing) for i in m], None, data.name)
-        run = pseudo_label(cfg, data.schema, texts, progress=progress, desc=f"teacher[{data.name}]")
+
+        def ask(rows: list[np.ndarray]) -> Any:
+            texts = TextSet([split.ids[i] for split, m in zip(splits, rows) for i in m],
+                            [split.texts[i] for split, m in zip(splits, rows) for i in m], None, data.name)
+            run = pseudo_label(cfg, data.schema, texts, progress=progress, desc=f"teacher[{data.name}]")
+            start = 0
+            for p, m in zip(probs, rows):
+                p[m] = run.probs[start : start + len(m)]
+                start += len(m)
+            return run
+
+        run = ask(missing)
+        if not file_answers_usable(header, run.identity):
+            # the loaded teacher is another identity than the file's: its answers for every text
+            log.warning("%s: made by teacher identity %s, not %s; the file is left out", answers_file(answers_dir, data.name, teacher),
+                        header.get("identity"), run.identity)
+            run = ask([np.arange(len(split)) for split in splits])
+            counts["answer_file"] = 0
         identity = run.identity
-        start = 0
-        for p, m in zip(probs, missing):
-            p[m] = run.labels.probs[start : start + len(m)]
-            start += len(m)
-        counts["cache"] = int(run.labels.n_cached)
-        counts["teacher"] = int(run.labels.n_asked)
+        counts["cache"] = int(run.n_cached)
+        counts["teacher"] = int(run.n_asked)
     dev = probs[2] if len(probs) > 2 else None
     return TeacherAnswers(teacher, probs[0], probs[1], identity, counts, time.perf_counter() - t0, dev)
 

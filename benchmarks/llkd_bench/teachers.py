@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from llkd_bench.answers import answers_file, lookup, read_answers
+from llkd_bench.answers import answers_file, file_answers_usable, lookup, read_answers
 from llkd_bench.datasets import DATASETS, load_dataset
 from llkd.evaluation.metrics import classification_report
 from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, expected_calibration_error, fit_calibrator, over_prediction_ratio
@@ -189,7 +189,7 @@ def measure_cell(
         if answers_dir is not None:
             path = answers_file(answers_dir, dataset, teacher)
             header, answers = read_answers(path, schema)
-            if answers and header.get("identity") == identity:
+            if answers and file_answers_usable(header, identity):
                 pool = lookup(answers, data.pool.ids, c)
                 test = lookup(answers, data.test.ids, c)
                 from_file = int((~np.isnan(pool).any(1)).sum() + (~np.isnan(test).any(1)).sum())

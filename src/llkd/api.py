@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
@@ -30,11 +29,11 @@ import numpy as np
 
 from llkd.config import ConfigError, LLKDConfig, SelectionConfig, StudentConfig
 from llkd.data.errors import DataError
-from llkd.data.export import answer_rows, rows_to_dataset, write_answers
 from llkd.data.loading import TextSet, as_text_set
 from llkd.data.schema import LabelSchema
 from llkd.evaluation.metrics import ClassificationReport, classification_report
 from llkd.pipeline import calibrate_split, pseudo_label, student_probs, train_student
+from llkd.teacher.answers import TeacherLabels
 
 LabelsLike = Union[LabelSchema, str, Path, Sequence[str], Mapping[str, Any]]
 
@@ -53,60 +52,6 @@ def as_schema(labels: LabelsLike) -> LabelSchema:
     if not all(isinstance(n, str) for n in names):
         raise DataError("labels: pass label names (strings), a schema YAML path or a LabelSchema")
     return LabelSchema.from_names(names)
-
-
-@dataclass
-class TeacherLabels:
-    """A teacher's answers for a set of texts: probabilities [N, C] (NaN rows: no answer),
-    aligned with ``texts``."""
-
-    texts: TextSet
-    schema: LabelSchema
-    probs: np.ndarray
-    methods: list[str]
-    failures: dict[int, str]  # row -> why the teacher gave no answer (a re-run retries it)
-    teacher: str  # the teacher's identity (model, template, backend)
-    calibrator: Any = None  # fitted on these texts; Teacher.label(..., calibrated_on=) reuses it
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def answered(self) -> np.ndarray:
-        return ~np.isnan(self.probs).any(axis=1)
-
-    @property
-    def label_ids(self) -> np.ndarray:
-        """Pseudo-label index per text; -1 where the teacher gave no answer."""
-        return np.where(self.answered, np.nan_to_num(self.probs, nan=0.0).argmax(axis=1), -1)
-
-    @property
-    def labels(self) -> list[str | None]:
-        """Pseudo-label name per text; None where the teacher gave no answer."""
-        return [self.schema.names[i] if i >= 0 else None for i in self.label_ids]
-
-    @property
-    def confidence(self) -> np.ndarray:
-        """The teacher's top probability per text; NaN where it gave no answer."""
-        return np.where(self.answered, np.nan_to_num(self.probs, nan=0.0).max(axis=1), np.nan)
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """One dict per text: id, text, pseudo_label, confidence, probs, method, failure."""
-        return answer_rows(self.texts.ids, self.texts.texts, self.probs, self.schema.names, self.methods, self.failures)
-
-    def to_dataset(self) -> Any:
-        """A Hugging Face ``datasets.Dataset`` of :meth:`to_records` (needs ``llkd[hf]``)."""
-        return rows_to_dataset(self.to_records())
-
-    def to_pandas(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self.to_records())
-
-    def save(self, path: str | Path) -> Path:
-        """A .jsonl or .parquet file, or (a path without a suffix) a ``save_to_disk`` folder."""
-        write_answers(self.to_records(), path)
-        return Path(path)
 
 
 class Teacher:
@@ -136,19 +81,18 @@ class Teacher:
         what was chosen and why)."""
         data = as_text_set(texts, text_column, id_column, schema=self.schema)
         if calibrated_on is not None:
-            run = calibrate_split(self.config, self.schema, data, calibrated_on.calibrator, progress=progress)
-        else:
-            dev_set = as_text_set(dev, text_column, id_column, label_column, self.schema, require_labels=True) if dev is not None else None
-            run = pseudo_label(self.config, self.schema, data, progress=progress, dev=dev_set)
-        res = run.labels
-        return TeacherLabels(data, self.schema, res.probs, list(res.methods), dict(res.failures), run.identity, run.calibrator)
+            if calibrated_on.calibrator is None:
+                raise ValueError("calibrated_on: these answers carry no fitted calibrator (pass answers returned by Teacher.label)")
+            return calibrate_split(self.config, self.schema, data, calibrated_on.calibrator, progress=progress)
+        dev_set = as_text_set(dev, text_column, id_column, label_column, self.schema, require_labels=True) if dev is not None else None
+        return pseudo_label(self.config, self.schema, data, progress=progress, dev=dev_set)
 
     def __repr__(self) -> str:
         return f"Teacher({self.config.model!r}, backend={self.config.backend!r}, labels={self.schema.names})"
 
 
 def _teacher_probs(teacher: Any, n: int, schema: LabelSchema | None) -> np.ndarray:
-    """[N, C] probabilities from TeacherLabels, a PseudoLabels-like object (``.probs``), an
+    """[N, C] probabilities from TeacherLabels, any object with ``.probs``, an
     array, or hard pseudo-labels (names or indices; one-hot, so the teacher side of LLKD sees
     confidence 1 everywhere)."""
     arr = np.asarray(getattr(teacher, "probs", teacher))
@@ -201,7 +145,7 @@ class Student:
         schema = as_schema(labels) if labels is not None else getattr(teacher, "schema", None)
         if schema is None:
             raise DataError("labels= is needed (label names or the schema YAML) unless the teacher's answers carry them")
-        if texts is None and isinstance(teacher, TeacherLabels):
+        if texts is None and isinstance(teacher, TeacherLabels) and teacher.texts is not None:
             pool = teacher.texts
         else:  # gold labels in the pool, if any, are read for the report's reliability only
             pool = as_text_set(texts, text_column, id_column, label_column, schema=schema)

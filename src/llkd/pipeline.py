@@ -21,7 +21,8 @@ from llkd.evaluation.metering import StageMeter
 from llkd.evaluation.metrics import ClassificationReport, classification_report
 from llkd.teacher.cache import TeacherCache
 from llkd.teacher.calibration import CALIBRATORS, CONTENT_FREE, Calibrator, LabelledAnswers
-from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
+from llkd.teacher.answers import TeacherLabels
+from llkd.teacher.labeling import build_teacher, label_texts
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,8 @@ def load_split(data: DataConfig, which: str, schema: LabelSchema, require_labels
     return load_texts(path, data.text_column, data.id_column, data.label_column, schema, require_labels=require_labels)
 
 
-@dataclass
-class TeacherRun:
-    labels: PseudoLabels  # probs calibrated with ``calibrator``
-    meter: StageMeter
-    identity: str
-    calibrator: Calibrator  # fitted on the pool; calibrate_split applies it to other splits
-
-
 def pseudo_label(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool = True, desc: str = "teacher",
-                 dev: TextSet | None = None) -> TeacherRun:
+                 dev: TextSet | None = None) -> TeacherLabels:
     """Teacher answers for the unlabeled pool (cached), calibrated as configured: the
     calibrator is fitted on these answers and returned, so other splits get the same reference
     (:func:`calibrate_split`). ``dev``: a labelled split; calibrators that use one (auto,
@@ -68,7 +61,7 @@ def pseudo_label(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progre
 
 
 def calibrate_split(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, calibrator: Calibrator, progress: bool = True,
-                    desc: str = "teacher") -> TeacherRun:
+                    desc: str = "teacher") -> TeacherLabels:
     """Teacher answers for another split (test, dev), calibrated with the pool's fitted
     calibrator: a split is never calibrated with its own statistics."""
     return _answers(cfg, schema, texts, progress, desc, calibrator, fit=False)
@@ -87,12 +80,12 @@ def calibration_summary(calibrator: Calibrator) -> str:
 
 
 def _answers(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: bool, desc: str, calibrator: Calibrator, fit: bool,
-             dev: TextSet | None = None) -> TeacherRun:
+             dev: TextSet | None = None) -> TeacherLabels:
     """Raw answers through the cache, then ``calibrator`` (fitted on these answers first when ``fit``)."""
     with StageMeter("teacher") as meter, TeacherCache(cfg.cache_path()) as cache:
         teacher = build_teacher(cfg, schema)
         try:
-            result = label_texts(teacher, texts.texts, cache, ids=texts.ids, progress=progress, desc=desc)
+            raw = label_texts(teacher, texts.texts, cache, ids=texts.ids, progress=progress, desc=desc)
             if fit:
                 content_free = None
                 if calibrator.needs_content_free:
@@ -101,12 +94,12 @@ def _answers(cfg: TeacherConfig, schema: LabelSchema, texts: TextSet, progress: 
                 if calibrator.uses_dev and dev is not None and dev.labels is not None:
                     dev_probs = label_texts(teacher, dev.texts, cache, ids=dev.ids, progress=progress, desc=f"{desc}[dev]").probs
                     dev_answers = LabelledAnswers(dev_probs, np.asarray(dev.labels))
-                calibrator.fit(result.probs, content_free, dev_answers)
-            result.probs = calibrator.apply(result.probs)
-            identity = teacher.identity()
+                calibrator.fit(raw.probs, content_free, dev_answers)
         finally:
             teacher.close()
-    return TeacherRun(result, meter, identity, calibrator)
+    answers = raw.with_probs(calibrator.apply(raw.probs), calibrator)
+    answers.texts, answers.meter = texts, meter
+    return answers
 
 
 def evaluate_probs(probs: np.ndarray, gold: list[int], schema: LabelSchema) -> ClassificationReport:
@@ -116,7 +109,7 @@ def evaluate_probs(probs: np.ndarray, gold: list[int], schema: LabelSchema) -> C
 def train_student(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, teacher_probs: np.ndarray, dev: TextSet | None = None, progress: bool = True,
                   class_prior: np.ndarray | None = None) -> tuple[Any, StageMeter]:
     """``class_prior``: the pool's class shares from the teacher's calibration
-    (``TeacherRun.calibrator.class_prior``), the class-balance guard's target."""
+    (``TeacherLabels.calibrator.class_prior``), the class-balance guard's target."""
     from llkd.student.trainer import StudentTrainer
 
     trainer = StudentTrainer(cfg.student, cfg.selection, schema, pool, teacher_probs, dev=dev, progress=progress, class_prior=class_prior)
@@ -150,10 +143,10 @@ def evaluate_student(model_dir: str | Path, test: TextSet, max_length: int | Non
     return evaluate_probs(probs, test.labels, schema), probs, meter
 
 
-def require_answers(run: TeacherRun) -> None:
+def require_answers(answers: TeacherLabels) -> None:
     """Stop with one line when no pool text got a teacher answer (nothing to train on)."""
-    if not run.labels.answered.any():
-        failures = run.labels.failures
+    if not answers.answered.any():
+        failures = answers.failures
         example = next(iter(failures.values()), "no reason recorded")
         raise DataError(f"no pool text got a teacher answer ({len(failures)} failed; e.g. {example}); nothing to train on")
 

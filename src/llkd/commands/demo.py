@@ -38,17 +38,17 @@ def run(args: argparse.Namespace) -> int:
     t_test = calibrate_split(cfg.teacher, schema, test, t_pool.calibrator, progress, desc="teacher[test]")
     assert test.labels is not None
     rows = []
-    teacher_report = evaluate_probs(t_test.labels.probs, test.labels, schema)
+    teacher_report = evaluate_probs(t_test.probs, test.labels, schema)
     rows.append(["teacher zero-shot", teacher_report.accuracy, teacher_report.macro_f1, "-", "-",
                  t_pool.meter.seconds + t_test.meter.seconds, max(t_pool.meter.peak_rss_mb, t_test.meter.peak_rss_mb)])
     summary: dict = {"teacher": {"test": teacher_report.as_dict(), "pool_stage": t_pool.meter.as_dict(), "test_stage": t_test.meter.as_dict(),
-                                 "asked": t_pool.labels.n_asked + t_test.labels.n_asked, "cached": t_pool.labels.n_cached + t_test.labels.n_cached}}
+                                 "asked": t_pool.n_asked + t_test.n_asked, "cached": t_pool.n_cached + t_test.n_cached}}
     for selector in ["llkd", *[s.strip() for s in args.baselines.split(",") if s.strip() and s.strip() != "llkd"]]:
         run_cfg = cfg.model_copy(deep=True)
         run_cfg.selection.selector = selector
         run_cfg.student.output = args.output / selector
         run_cfg.student.resume = False
-        student = train_and_evaluate(run_cfg, schema, pool, t_pool.labels.probs, class_prior=t_pool.calibrator.class_prior,
+        student = train_and_evaluate(run_cfg, schema, pool, t_pool.probs, class_prior=t_pool.calibrator.class_prior,
                                      evaluate_on={"test": test}, progress=progress)
         result, meter, report, ev = student.result, student.train, student.reports["test"], student.evaluate["test"]
         rows.append([f"student [{selector}]", report.accuracy, report.macro_f1, f"{result.data_usage:.1%}",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llkd.config import add_config_flags, config_from_args
 from llkd.data.errors import DataError
-from llkd.data.export import answer_rows, export_format, write_answers
+from llkd.data.export import export_format, write_answers
 from llkd.pipeline import load_schema, load_split, pseudo_label
 from llkd.preflight import check_teacher
 
@@ -32,14 +32,14 @@ def run(args: argparse.Namespace) -> int:
     check_teacher(cfg.teacher)  # backend, template, device: before the data and the model load
     schema = load_schema(cfg.data)
     texts = load_split(cfg.data, args.split, schema)
-    run_ = pseudo_label(cfg.teacher, schema, texts, progress=not args.no_progress)
-    res = run_.labels
+    res = pseudo_label(cfg.teacher, schema, texts, progress=not args.no_progress)
+    assert res.meter is not None
     print(f"{len(texts)} texts: {res.n_cached} from cache, {res.n_asked} asked, {len(res.failures)} failed; "
-          f"{run_.meter.seconds:.1f}s, peak {run_.meter.peak_rss_mb:.0f} MB; cache {cfg.teacher.cache_path()}")
+          f"{res.meter.seconds:.1f}s, peak {res.meter.peak_rss_mb:.0f} MB; cache {cfg.teacher.cache_path()}")
     for row, reason in list(res.failures.items())[:20]:
         print(f"  failed: id={texts.ids[row]}: {reason}")
     if args.export:
-        rows = answer_rows(texts.ids, texts.texts, res.probs, schema.names, res.methods, res.failures)
+        rows = res.to_records()
         fmt = write_answers(rows, args.export)
         print(f"exported {len(rows)} answers to {args.export} ({fmt})")
     return 1 if res.failures else 0

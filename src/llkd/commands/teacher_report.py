@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     raw_cfg = cfg.teacher.model_copy(update={"calibration": "none"})
     every = TextSet(pool_ids + texts.ids + [_CONTENT_FREE_ID], pool_texts + texts.texts + [CONTENT_FREE], None, texts.source)
     run_ = pseudo_label(raw_cfg, schema, every, progress=not args.no_progress, desc=f"teacher[pool+{args.split}]" if m else f"teacher[{args.split}]")
-    res = run_.labels
+    res = run_
     raw, cf = res.probs[m : m + n], res.probs[m + n]
     if pool is not None:
         pool_raw, reference = res.probs[:m], f"{m} pool texts from {pool.source}"

@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     teacher = pseudo_label(cfg.teacher, schema, pool, progress=not args.no_progress, dev=dev)
     print(calibration_summary(teacher.calibrator))
     require_answers(teacher)
-    failures = teacher.labels.failures
+    failures = teacher.failures
     if failures:
         print(f"warning: {len(failures)} pool texts have no teacher answer and are left out (re-run `llkd label` to retry)")
-    student = train_and_evaluate(cfg, schema, pool, teacher.labels.probs, class_prior=teacher.calibrator.class_prior, dev=dev,
+    student = train_and_evaluate(cfg, schema, pool, teacher.probs, class_prior=teacher.calibrator.class_prior, dev=dev,
                                  evaluate_on={"test": test} if test is not None else None, progress=not args.no_progress)
     if not student.main_process:
         return 0  # under torchrun / accelerate launch only rank 0 evaluates, reports and writes summary.json
@@ -57,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
         if test is not None:
             # the teacher on the test split, calibrated as on the pool: its side of the report
             t_test = calibrate_split(cfg.teacher, schema, test, teacher.calibrator, progress=not args.no_progress, desc="teacher[test]")
-            gold, ok = np.asarray(test.labels), t_test.labels.answered
-            scored = ScoredSplit(str(cfg.data.test), gold, test_probs, t_test.labels.probs)
-            summary["teacher_test"] = evaluate_probs(t_test.labels.probs[ok], list(gold[ok]), schema).as_dict()
-        path = write_run_report(cfg.student.output, schema, result, teacher.labels.probs, settings={**run_settings(cfg, meter.seconds), "calibration": calibration_summary(teacher.calibrator)},
+            gold, ok = np.asarray(test.labels), t_test.answered
+            scored = ScoredSplit(str(cfg.data.test), gold, test_probs, t_test.probs)
+            summary["teacher_test"] = evaluate_probs(t_test.probs[ok], list(gold[ok]), schema).as_dict()
+        path = write_run_report(cfg.student.output, schema, result, teacher.probs, settings={**run_settings(cfg, meter.seconds), "calibration": calibration_summary(teacher.calibrator)},
                                 pool_gold=pool.labels, test=scored, dev_size=len(dev) if dev is not None else None)
         print(f"report written to {path}")
     write_json(cfg.student.output / "summary.json", summary)

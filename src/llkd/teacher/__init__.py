@@ -2,7 +2,8 @@
 
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, TeacherUnavailable
 from llkd.teacher.cache import TeacherCache
-from llkd.teacher.labeling import PseudoLabels, build_teacher, label_texts
+from llkd.teacher.answers import TeacherLabels
+from llkd.teacher.labeling import build_teacher, label_texts
 
 # Backends register themselves on import.
 from llkd.teacher import hf as _hf  # noqa: F401,E402
@@ -16,4 +17,4 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "TeacherCache", "PseudoLabels", "build_teacher", "label_texts"]
+__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "TeacherCache", "TeacherLabels", "build_teacher", "label_texts"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -12,13 +11,14 @@ from tqdm.auto import tqdm
 from llkd.config import ConfigError, TeacherConfig
 from llkd.data.schema import LabelSchema
 from llkd.errors import CacheError
+from llkd.teacher.answers import TeacherLabels
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
 from llkd.teacher.cache import TeacherCache, text_hash
 
 log = logging.getLogger(__name__)
 
 
-_NOT_BACKEND_OPTIONS = {"backend", "cache", "calibration"}  # read by the pipeline, not by a backend
+_NOT_BACKEND_OPTIONS = {"backend", "cache", "calibration", "price_prompt", "price_completion"}  # read by the pipeline, not by a backend
 
 
 def backend_options(backend: str) -> set[str]:
@@ -49,29 +49,6 @@ def build_teacher(cfg: TeacherConfig, schema: LabelSchema) -> Teacher:
     return cls(schema, **cfg.model_dump(exclude=_NOT_BACKEND_OPTIONS))
 
 
-@dataclass
-class PseudoLabels:
-    """Teacher answers aligned with a list of texts (rows with failures have NaN probs)."""
-
-    probs: np.ndarray  # [N, C]
-    methods: list[str]
-    failures: dict[int, str] = field(default_factory=dict)  # row -> reason
-    n_cached: int = 0
-    n_asked: int = 0
-
-    @property
-    def pseudo_labels(self) -> np.ndarray:
-        return np.nan_to_num(self.probs, nan=-1.0).argmax(axis=1)
-
-    @property
-    def confidence(self) -> np.ndarray:
-        return np.nan_to_num(self.probs, nan=0.0).max(axis=1)
-
-    @property
-    def answered(self) -> np.ndarray:
-        return ~np.isnan(self.probs).any(axis=1)
-
-
 def _adopt_legacy_answers(teacher: Teacher, cache: TeacherCache, identity: str, hashes: Sequence[str], ids: Sequence[str] | None,
                           cached: dict[str, TeacherAnswer]) -> None:
     """Add to ``cached`` the answers stored under the teacher's legacy identities, copying them
@@ -100,7 +77,7 @@ def label_texts(
     chunk_size: int | None = None,
     progress: bool = True,
     desc: str = "teacher",
-) -> PseudoLabels:
+) -> TeacherLabels:
     """Answer every text, reusing cached answers; each chunk is committed before the next,
     so a killed run resumes where it stopped. Failures are recorded, retried next run."""
     # Commit after every teacher batch: a kill loses at most the batch in flight.
@@ -159,4 +136,4 @@ def label_texts(
                 failures[i] = failures[j]
     if failures:
         log.warning("%d of %d texts have no teacher answer (recorded in the cache; a re-run retries them)", len(failures), len(texts))
-    return PseudoLabels(probs=probs, methods=methods, failures=failures, n_cached=n_cached, n_asked=len(todo))
+    return TeacherLabels(probs, methods, failures, identity, teacher.schema, n_cached=n_cached, n_asked=len(todo))
