@@ -88,8 +88,18 @@ class TeacherConfig(_Section):
     timeout: float = Field(60.0, gt=0, description="openai backend: seconds per request.")
     max_retries: int = Field(6, ge=0, description="openai backend: retries on 429/5xx/timeouts, with exponential back-off and jitter.")
     cache: Path | None = Field(None, description="Teacher answer cache (SQLite). Default: <cache dir>/teacher.sqlite.")
+    tokenizer: str | None = Field(None, description="openai backend: the server's tokenizer, to count tokens for the dry-run estimate and for responses without usage: a packaged model short name, an HF tokenizer folder or a GGUF file (default: the model's own when teacher.model is a packaged name, else a rough ~4 characters per token).")
+    price_prompt: float | None = Field(None, description="USD per 1M prompt tokens, for the cost of teacher calls (default: no cost shown; a local model is free).")
+    price_completion: float | None = Field(None, description="USD per 1M completion tokens (default: no cost shown; 0 when only price_prompt is given).")
 
     _device = field_validator("device")(_device_field)
+
+    @field_validator("price_prompt", "price_completion")
+    @classmethod
+    def _price(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v < float("inf"):  # NaN fails it too
+            raise ValueError(f"a price is USD per 1M tokens, a finite number >= 0, not {v}")
+        return v
 
     def cache_path(self) -> Path:
         return self.cache or cache_dir() / "teacher.sqlite"

@@ -19,6 +19,7 @@ from llkd.data.schema import LabelSchema
 from llkd.hardware import resolve_dtype
 from llkd.models import file_fingerprint, resolve_teacher
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, softmax
+from llkd.teacher.cost import TokenUsage, UsageEstimate
 from llkd.teacher.prompt import PromptTemplate
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,6 +70,12 @@ class HFTeacher(Teacher):
         self.verbalizer_ids = [self._encode_plain(self.template.verbalizer_prefix + lab.answer) for lab in schema.labels]
         if any(not v for v in self.verbalizer_ids):
             raise ValueError("a label verbalizer encodes to no tokens")
+        # Usage convention (what a hosted API would bill for the same scoring): every token the
+        # model reads is a prompt token, nothing is generated, so completion_tokens is 0. A text
+        # counts the full prompt (prefix + text + suffix) though the prefix's KV cache is reused,
+        # plus the label-continuation tokens it is fed (all but the last token of each
+        # multi-token verbalizer, once per text; padding not counted).
+        self._continuation_tokens = sum(len(v) - 1 for v in self.verbalizer_ids)
         self._weights_id = self._model_identity(folder)
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         softcap = getattr(self.model.config, "final_logit_softcapping", None)
@@ -152,6 +159,17 @@ class HFTeacher(Teacher):
             self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
         return self._prefix_kv
 
+    # -- usage ----------------------------------------------------------------------------
+    def _prompt_tokens(self, text_ids: list[int]) -> int:
+        """The prompt tokens one text bills (the convention is in __init__)."""
+        return len(self.prefix_ids) + len(text_ids) + self._continuation_tokens
+
+    def estimate_usage(self, texts: Sequence[str]) -> UsageEstimate:
+        """Exact: the same tokenizer and prompt builder as ``score``, without the model."""
+        tokens = sum(self._prompt_tokens(self._text_ids(t)) for t in texts)
+        return UsageEstimate(TokenUsage(calls=len(texts), prompt_tokens=tokens), exact=True, basis=f"tokenizer and prompt of {self.model_name}",
+                             notes=("no completion tokens: labels are scored, not generated",))
+
     # -- scoring --------------------------------------------------------------------------
     def score(self, texts: Sequence[str]) -> list[TeacherAnswer | TeacherFailure]:
         encoded = [self._text_ids(t) for t in texts]
@@ -161,7 +179,7 @@ class HFTeacher(Teacher):
             idx = order[start : start + self.batch_size]
             scores = self.label_log_probs([encoded[i] for i in idx])
             for row, i in enumerate(idx):
-                results[i] = TeacherAnswer(softmax(scores[row].tolist()), "verbalizer")
+                results[i] = TeacherAnswer(softmax(scores[row].tolist()), "verbalizer", prompt_tokens=self._prompt_tokens(encoded[i]), calls=1)
         return results
 
     @torch.inference_mode()

@@ -20,6 +20,7 @@ import numpy as np
 from llkd.data.schema import LabelSchema
 from llkd.models import TEACHERS, ModelNotFound, file_fingerprint
 from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, softmax
+from llkd.teacher.cost import TokenUsage, UsageEstimate
 from llkd.teacher.prompt import PromptTemplate
 
 INSTALL_HINT = "the llamacpp teacher backend needs llama-cpp-python; install it with: pip install 'llkd[llamacpp]'"
@@ -115,16 +116,33 @@ class LlamaCppTeacher(Teacher):
     def _tokenize(self, text: str, special: bool) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
+    def _text_ids(self, text: str) -> list[int]:
+        return self._tokenize(text, special=False)[: self.max_text_tokens] + self.suffix_ids
+
+    def _prompt_tokens(self, text_ids: list[int]) -> int:
+        """The hf backend's convention: the full prompt (though the prefix's KV cache is reused)
+        plus the label-continuation tokens fed, all prompt-side; no completion tokens."""
+        return len(self.prefix_ids) + len(text_ids) + sum(len(v) - 1 for v in self.verbalizer_ids)
+
+    def _fits(self, text_ids: list[int]) -> bool:
+        return len(self.prefix_ids) + len(text_ids) + max(len(v) for v in self.verbalizer_ids) <= self.n_ctx
+
+    def estimate_usage(self, texts: Sequence[str]) -> UsageEstimate:
+        """Exact, as ``score`` counts it; a text too long for n_ctx is not scored, so not counted."""
+        counts = [self._prompt_tokens(ids) for ids in map(self._text_ids, texts) if self._fits(ids)]
+        return UsageEstimate(TokenUsage(calls=len(counts), prompt_tokens=sum(counts)), exact=True, basis=f"tokenizer and prompt of {self.model_name}",
+                             notes=("no completion tokens: labels are scored, not generated",))
+
     def score(self, texts: Sequence[str]) -> list[TeacherAnswer | TeacherFailure]:
         results: list[TeacherAnswer | TeacherFailure] = []
         longest_label = max(len(v) for v in self.verbalizer_ids)
         for text in texts:
-            ids = self._tokenize(text, special=False)[: self.max_text_tokens] + self.suffix_ids
-            needed = len(self.prefix_ids) + len(ids) + longest_label
-            if needed > self.n_ctx:
+            ids = self._text_ids(text)
+            if not self._fits(ids):
+                needed = len(self.prefix_ids) + len(ids) + longest_label
                 results.append(TeacherFailure(f"prompt needs {needed} tokens, more than n_ctx={self.n_ctx}"))
                 continue
-            results.append(TeacherAnswer(softmax(self.label_log_probs(ids)), "verbalizer"))
+            results.append(TeacherAnswer(softmax(self.label_log_probs(ids)), "verbalizer", prompt_tokens=self._prompt_tokens(ids), calls=1))
         return results
 
     def label_log_probs(self, text_ids: list[int]) -> list[float]:

@@ -26,6 +26,13 @@ second wave with no answer means it answers nothing; before, each text cost up t
 Texts are data: each goes into the one user message as plain content, never into the prompt's
 structure (the server applies its chat template around it).
 
+Usage: each answer carries the tokens the server reported in its responses' ``usage`` (summed
+over a text's requests: votes, a logprobs try before voting); where a server reports none,
+llkd counts them itself and marks the answer ``usage_estimated``. Counting, and the dry-run
+``estimate_usage``, need the server's tokenizer, which the client cannot see: ``tokenizer``
+names one (a packaged model or an HF tokenizer folder; default: the model's own when ``model``
+is a packaged name), and without one the count is ~4 characters per token (rough).
+
 The API key, and credentials in the URL (``user:password@``, sent as HTTP Basic; refused
 together with a key, since a request carries one Authorization header), are redacted from
 every error text in every form they are sent in, since some servers echo the request's
@@ -43,18 +50,22 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
 
 from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, TeacherUnavailable
+from llkd.models import TEACHERS, resolve_teacher
+from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, TeacherUnavailable, total_usage
+from llkd.teacher.cost import CHARS_PER_TOKEN, TokenUsage, UsageEstimate, format_usage, heuristic_tokens
 from llkd.teacher.prompt import PromptTemplate, label_from_reply
 
 log = logging.getLogger(__name__)
@@ -123,6 +134,86 @@ def _reply_text(choice: dict[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
+# -- token counting (responses without usage, and the dry-run) ------------------------------
+
+_CONTENT_SLOT = "\u241f__LLKD_MESSAGE_{}__\u241f"
+_CONTENT_SLOT_RE = re.compile(r"\u241f__LLKD_MESSAGE_(\d+)__\u241f")
+# Without the server's chat template its markup is guessed: OpenAI's documented overhead for
+# its chat models, 3 tokens per message and 3 for the reply's opening.
+_MESSAGE_OVERHEAD = 3
+_REPLY_OVERHEAD = 3
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt token ids a chat server builds from ``messages``: the chat template rendered
+    around the contents, its markup parsed for special tokens, each content as plain text.
+    What ``llkd serve-teacher`` feeds its model (the same steps as llkd.serve.ChatModel.prompt_ids,
+    which the teacher layer cannot import), and for ordinary texts what vLLM does."""
+    slots = [{"role": m["role"], "content": _CONTENT_SLOT.format(i)} for i, m in enumerate(messages)]
+    rendered = tokenizer.apply_chat_template(slots, tokenize=False, add_generation_prompt=True)
+    ids: list[int] = []
+    for i, piece in enumerate(_CONTENT_SLOT_RE.split(rendered)):
+        if i % 2:  # re.split puts the captured message index at odd positions
+            ids += tokenizer(messages[int(piece)]["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        elif piece:
+            ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def load_tokenizer(name: str) -> Any:
+    """An HF tokenizer from a packaged teacher's short name, a GGUF file or a tokenizer folder
+    (local files only: nothing is downloaded)."""
+    from transformers import AutoTokenizer
+
+    folder = resolve_teacher(name)[0] if name in TEACHERS or name.endswith(".gguf") else Path(name)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+class TokenCounter:
+    """Counts tokens as the server would: with its tokenizer (``exact`` once its chat template is
+    known too), else ~CHARS_PER_TOKEN characters per token. ``basis`` says which, for the user."""
+
+    def __init__(self, tokenizer: Any | None, basis: str) -> None:
+        self.tokenizer = tokenizer
+        self.basis = basis
+        self.exact = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+    def prompt(self, messages: list[dict[str, str]]) -> int:
+        if self.exact:
+            return len(chat_prompt_ids(self.tokenizer, messages))
+        return sum(self.text(m["content"]) + _MESSAGE_OVERHEAD for m in messages) + _REPLY_OVERHEAD
+
+    def text(self, text: str) -> int:
+        if self.tokenizer is None:
+            return heuristic_tokens(text)
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def completion(self, choice: dict[str, Any]) -> int:
+        """One choice's tokens: its reply, plus the end-of-turn token a server that stopped on
+        its own generated (and bills: llkd serve-teacher and vLLM count it)."""
+        return self.text(_reply_text(choice)) + int(choice.get("finish_reason") == "stop")
+
+
+def _reported(usage: Any, key: str) -> int | None:
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass
+class _Tally:
+    """The usage of one text's requests (one worker handles a text: no lock needed)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    def attach(self, result: TeacherAnswer | TeacherFailure) -> TeacherAnswer | TeacherFailure:
+        result.calls, result.prompt_tokens, result.completion_tokens = self.calls, self.prompt_tokens, self.completion_tokens
+        result.usage_estimated = self.estimated
+        return result
+
+
 # -- retry policy ---------------------------------------------------------------------------
 
 
@@ -187,6 +278,7 @@ class OpenAITeacher(Teacher):
         retry_after_max: float = 60.0,
         max_connection_failures: int = 5,
         max_timeouts: int | None = None,
+        tokenizer: str | None = None,
         **_: Any,
     ) -> None:
         super().__init__(schema)
@@ -213,6 +305,12 @@ class OpenAITeacher(Teacher):
         self.retry_after_max = retry_after_max
         self.max_connection_failures = max(1, max_connection_failures)
         self.max_timeouts = max(1, max_timeouts if max_timeouts is not None else self.concurrency + 2)
+        if tokenizer and tokenizer not in TEACHERS and not Path(tokenizer).exists():
+            raise ConfigError(f"teacher.tokenizer '{tokenizer}' is neither a packaged model ({', '.join(TEACHERS)}) nor a tokenizer folder or GGUF file")
+        # Only for counting tokens (never part of identity(): it changes no answer).
+        self.tokenizer_name = tokenizer or (model if model in TEACHERS else None)
+        self._token_counter: TokenCounter | None = None  # loaded on first need
+        self._counter_lock = threading.Lock()
         self._timeouts_in_a_row = 0  # across workers; any HTTP response resets it
         self.last_stats = ScoreStats()
         self._api_key_env = api_key_env
@@ -258,6 +356,60 @@ class OpenAITeacher(Teacher):
     def close(self) -> None:
         self._client.close()
 
+    # -- token counting -----------------------------------------------------------------------
+    def token_counter(self) -> TokenCounter:
+        """The counter for responses without usage and for the dry-run; the tokenizer is loaded
+        on first use (a server that reports usage never needs it)."""
+        with self._counter_lock:
+            if self._token_counter is None:
+                self._token_counter = self._load_counter()
+            return self._token_counter
+
+    def _load_counter(self) -> TokenCounter:
+        name = self.tokenizer_name
+        rough = f"~{CHARS_PER_TOKEN:g} characters per token"
+        if name is None:
+            return TokenCounter(None, f"{rough}: the server's tokenizer is unknown (set teacher.tokenizer)")
+        try:
+            tokenizer = load_tokenizer(name)
+        except (OSError, ValueError, ImportError) as e:  # a model not found is an OSError
+            log.warning("openai teacher: tokenizer '%s' did not load (%s); counting %s", name, e, rough)
+            return TokenCounter(None, f"{rough}: tokenizer '{name}' did not load")
+        if not getattr(tokenizer, "chat_template", None):
+            return TokenCounter(tokenizer, f"tokenizer of {name}, which has no chat template: the server's markup is guessed")
+        return TokenCounter(tokenizer, f"tokenizer and chat template of {name}")
+
+    def estimate_usage(self, texts: Sequence[str]) -> UsageEstimate:
+        """Dry-run: each text's request as the server would tokenise it. Completion tokens are the
+        most the run can bill (max_tokens per completion): a budget must not promise less."""
+        counter = self.token_counter()
+        vote = self.confidence == "vote" or not self._logprobs_ok
+        completions = self.votes if vote else 1
+        prompt = sum(counter.prompt(self._messages(t)) for t in texts)
+        usage = TokenUsage(calls=len(texts), prompt_tokens=prompt, completion_tokens=len(texts) * completions * self.max_tokens)
+        notes = [f"completion tokens: at most {self.max_tokens} (max_tokens) per completion"]
+        if vote:
+            notes.append(f"{self.votes} votes in one request (n={self.votes}); a server that ignores n bills the prompt up to {self.votes} times")
+        elif self.confidence == "auto":
+            notes.append(f"assumes the server returns logprobs; one that does not is asked again for {self.votes} votes per text")
+        return UsageEstimate(usage, exact=counter.exact, basis=counter.basis, notes=tuple(notes))
+
+    def _response_usage(self, body: dict[str, Any], payload: dict[str, Any], tally: _Tally) -> None:
+        """Add one response's usage to ``tally``: the server's numbers, or llkd's count (marked
+        estimated) for what it left out."""
+        usage = body.get("usage")
+        prompt, completion = _reported(usage, "prompt_tokens"), _reported(usage, "completion_tokens")
+        if prompt is None or completion is None:
+            tally.estimated = True
+            counter = self.token_counter()
+            if prompt is None:
+                prompt = counter.prompt(payload["messages"])
+            if completion is None:
+                completion = sum(counter.completion(c) for c in body["choices"])
+        tally.calls += 1
+        tally.prompt_tokens += prompt
+        tally.completion_tokens += completion
+
     # -- scoring ----------------------------------------------------------------------------
     def score(self, texts: Sequence[str]) -> list[TeacherAnswer | TeacherFailure]:
         stats = ScoreStats()
@@ -272,17 +424,19 @@ class OpenAITeacher(Teacher):
         self.last_stats = stats
         if self._fatal is not None:
             raise TeacherUnavailable(self._fatal)
+        answers = [r for r in results if r is not None]  # None only for stopped calls, raised above
         reasons = ", ".join(f"{k}: {v}" for k, v in stats.retry_reasons.most_common()) or "none"
         log.info(
-            "openai teacher: %d answered, %d failed, %d requests, %d retries (%s) in %.1fs",
-            stats.answered, stats.failed, stats.requests, stats.retries, reasons, time.monotonic() - start,
+            "openai teacher: %d answered, %d failed, %d requests, %d retries (%s); %s",
+            stats.answered, stats.failed, stats.requests, stats.retries, reasons, format_usage(total_usage(answers, time.monotonic() - start)),
         )
-        return [r for r in results if r is not None]  # None only for stopped calls, raised above
+        return answers
 
     def _answer(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure | None:
-        """One text's answer or failure; None when the call was stopped (see ``_give_up``)."""
+        """One text's answer or failure, with its usage; None when the call was stopped (see ``_give_up``)."""
+        tally = _Tally()
         try:
-            result = self._answer_or_raise(text, stats)
+            result = self._answer_or_raise(text, stats, tally)
         except _Stopped:
             return None
         except RequestFailed as e:
@@ -291,18 +445,18 @@ class OpenAITeacher(Teacher):
             log.error("openai teacher: unexpected error for one text: %s", self._redact(f"{type(e).__name__}: {e}"))
             result = TeacherFailure(self._redact(f"unexpected error: {type(e).__name__}: {e}"))
         stats.add(answered=int(isinstance(result, TeacherAnswer)), failed=int(isinstance(result, TeacherFailure)))
-        return result
+        return tally.attach(result)
 
-    def _answer_or_raise(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
+    def _answer_or_raise(self, text: str, stats: ScoreStats, tally: _Tally) -> TeacherAnswer | TeacherFailure:
         if self.confidence == "vote" or not self._logprobs_ok:
-            return self._vote(text, stats)
+            return self._vote(text, stats, tally)
         try:
-            body = self._request(self._payload(text, logprobs=True), stats)
+            body = self._request(self._payload(text, logprobs=True), stats, tally)
         except RequestFailed as e:
             # Some servers reject the logprobs parameters outright rather than ignoring them.
             if self.confidence == "auto" and e.status in (400, 422) and "logprob" in str(e).lower():
                 self._switch_to_vote(f"rejects logprobs ({e})")
-                return self._vote(text, stats)
+                return self._vote(text, stats, tally)
             raise
         choice = body["choices"][0]
         top = _first_token_top_logprobs(choice)
@@ -310,7 +464,7 @@ class OpenAITeacher(Teacher):
             if self.confidence == "logprobs":
                 return TeacherFailure("server returned no logprobs; use confidence=vote (or auto) with this server")
             self._switch_to_vote("returned no logprobs")
-            return self._vote(text, stats)
+            return self._vote(text, stats, tally)
         mass = label_mass_from_top_logprobs(self.schema, top)
         total = sum(mass)
         if total > 0:  # renormalise over the labels first, so the floor does not depend on the total
@@ -328,7 +482,7 @@ class OpenAITeacher(Teacher):
                 log.warning("openai teacher: %s %s; switching to vote confidence (%d samples per text)", self.base_url.host, why, self.votes)
             self._logprobs_ok = False
 
-    def _vote(self, text: str, stats: ScoreStats) -> TeacherAnswer | TeacherFailure:
+    def _vote(self, text: str, stats: ScoreStats, tally: _Tally) -> TeacherAnswer | TeacherFailure:
         replies: list[str] = []
         # Ask for n samples at once; servers that ignore `n` get asked again, each request with
         # its own seed so the samples differ, at most `votes` requests in all.
@@ -336,7 +490,7 @@ class OpenAITeacher(Teacher):
             need = self.votes - len(replies)
             if need <= 0:
                 break
-            body = self._request(self._payload(text, logprobs=False, n=need, seed=self._seed(text, attempt)), stats)
+            body = self._request(self._payload(text, logprobs=False, n=need, seed=self._seed(text, attempt)), stats, tally)
             replies += [_reply_text(c) for c in body["choices"][:need]]
         labels = [label_from_reply(self.schema, r) for r in replies]
         counts = Counter(label for label in labels if label is not None)
@@ -351,11 +505,14 @@ class OpenAITeacher(Teacher):
     def _seed(text: str, attempt: int) -> int:
         return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) + attempt
 
-    def _payload(self, text: str, logprobs: bool, n: int = 1, seed: int | None = None) -> dict[str, Any]:
+    def _messages(self, text: str) -> list[dict[str, str]]:
         messages = [{"role": "user", "content": self.template.render_user(self.schema, text)}]
         if self.template.system:
             messages.insert(0, {"role": "system", "content": self.template.system})
-        payload: dict[str, Any] = {"model": self.model_name, "messages": messages, "max_tokens": self.max_tokens}
+        return messages
+
+    def _payload(self, text: str, logprobs: bool, n: int = 1, seed: int | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": self.model_name, "messages": self._messages(text), "max_tokens": self.max_tokens}
         if logprobs:
             payload |= {"temperature": 0.0, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
         else:
@@ -390,8 +547,9 @@ class OpenAITeacher(Teacher):
         return f"the key comes from ${self._api_key_env}, which {state}"
 
     # -- HTTP with retries -------------------------------------------------------------------
-    def _request(self, payload: dict[str, Any], stats: ScoreStats) -> dict[str, Any]:
-        """POST one chat completion; retry transient failures; raise RequestFailed otherwise."""
+    def _request(self, payload: dict[str, Any], stats: ScoreStats, tally: _Tally) -> dict[str, Any]:
+        """POST one chat completion; retry transient failures; raise RequestFailed otherwise.
+        The usage of the response that comes back goes into ``tally``."""
         last_error = ""
         refused = 0  # consecutive attempts of this request that could not connect at all
         for attempt in range(self.max_retries + 1):
@@ -427,6 +585,7 @@ class OpenAITeacher(Teacher):
                 if status == 200:
                     body = self._parse_body(response)
                     if isinstance(body, dict):
+                        self._response_usage(body, payload, tally)
                         return body
                     kind, last_error = "malformed", f"malformed response body (HTTP 200): {body}"
                 elif status in _RETRYABLE_STATUS or status >= 500:
