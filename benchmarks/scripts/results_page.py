@@ -3,6 +3,8 @@
     python benchmarks/scripts/results_page.py              # writes docs/results.md
     python benchmarks/scripts/results_page.py --out X.md   # somewhere else (the test does this)
     python benchmarks/scripts/results_page.py --check      # exit 1 if docs/results.md is stale
+    python benchmarks/scripts/results_page.py --extract-archive [--check]
+                                 # one-off: (re)write docs/results/archive-2026-11-29.json from git history
 
 The page has two parts, kept apart:
 
@@ -15,19 +17,22 @@ The page has two parts, kept apart:
                                          imbalance_table.py over runs/imbalance-*)
     docs/results/runs*.csv               records of the first full run and its suites
                                          (llkd_bench.report's aggregate / compare / summary_table)
-    docs/results.md at ARCHIVE_REV       the tables of the dated passes that ran under the old
+    docs/results/archive-2026-11-29.json the tables of the dated passes that ran under the old
                                          defaults and whose run folders are not kept: the output
-                                         of tier_tables.py as it was pasted then, read with
-                                         `git show` and copied cell for cell (never retyped)
+                                         of tier_tables.py as it was pasted then into
+                                         docs/results.md, extracted once from ARCHIVE_REV
+                                         (`--extract-archive`, the only git call) and copied cell
+                                         for cell (never retyped)
     docs/results/*.png                   the plots, linked
 - **prose** (results_page_text.md next to this file): the reading, what was tried and dropped,
   the commands. Its {{name}} slots are filled from the values below; a slot this file does not
   know is an error, so the prose cannot quote a number the data do not give.
 
-runs/ is not committed and is never read for the page, so the page is the same on every
-checkout. Where runs/imbalance-frozen or runs/imbalance-finetune exist, the committed table is
-compared with imbalance_table.py's output over them: a warning on stderr if they differ (the
-committed table is stale), an error under --check.
+runs/ is not committed and is never read for the page, nor is git history, so the page is the
+same on every checkout, shallow clones included. Where runs/imbalance-frozen or
+runs/imbalance-finetune exist, the committed table is compared with imbalance_table.py's output
+over them: a warning on stderr if they differ (the committed table is stale), an error under
+--check.
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ from llkd_bench.report import aggregate, compare, summary_table  # noqa: E402
 RESULTS = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
 TEXT = HERE / "results_page_text.md"
-# The last commit of the lab-notebook page (dated passes of 2026-11-29 to 2026-12-01).
+# The last commit of the lab-notebook page (dated passes of 2026-11-29 to 2026-12-01), and the
+# committed extract of the tables this script reads from it.
 ARCHIVE_REV = "b065f13a876d35234bd5ece6170523cd23a424b0"
+ARCHIVE = RESULTS / "archive-2026-11-29.json"
 
 NAMES = {"csabstruct": "CSAbstruct", "agnews": "AG News", "mag": "MAG", "emotion": "emotion", "sst2": "SST-2"}
 TEACHERS = {"qwen2.5-1.5b": "Qwen2.5-1.5B", "smollm2-135m": "SmolLM2-135M", "gemma3-270m": "Gemma-3-270m"}
@@ -154,14 +161,14 @@ def pct(x: float) -> str:
 
 
 # -- sources ------------------------------------------------------------------------------------
-def read_archive() -> dict[str, list[list[Table]]]:
-    try:
-        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{ARCHIVE_REV}:docs/results.md"], check=True,
-                              capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise SystemExit(f"results_page: cannot read docs/results.md at {ARCHIVE_REV[:7]} from git history "
-                         f"(a shallow clone? `git fetch --unshallow`): {e}") from e
-    return parse_sections(text)
+def read_archive(path: Path = ARCHIVE) -> tuple[str, dict[str, Table]]:
+    """The committed archive extract: (source commit, {table name: Table})."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    missing = sorted(set(ARCHIVE_TABLES) - set(data["tables"]))
+    if missing:
+        raise KeyError(f"{path.name} lacks the tables {missing}: rerun results_page.py --extract-archive")
+    found = {name: Table(t["head"], t["align"], t["rows"], t["note"]) for name, t in data["tables"].items()}
+    return data["rev"], found
 
 
 def read_imbalance(tier: str) -> dict[str, dict[tuple[str, str], dict[str, str]]]:
@@ -410,6 +417,29 @@ H_FZ5 = "Frozen tier at 5 seeds (SmolLM2-135M; pool 2,000, 20 epochs) with `all@
 H_STRESS3 = "Stress suite, both tiers (test macro-F1; the dev versions gave the choice above)"
 H_STUDENTS = "Students that learn on a CPU budget"
 H_VAR2 = "LLKD variants, frozen tier (SmolLM2-135M teacher, balanced calibration)"
+# The archived tables the page reads: name -> (heading in the old page, which table under it:
+# its position, or the first cells of its header).
+ARCHIVE_TABLES: dict[str, tuple[str, int | list[str]]] = {
+    "ft2k_claim": (H_SEEDS5, 0), "ft2k_every": (H_SEEDS5, 1),
+    "fz5": (H_FZ5, 0),
+    "stress_ft5": (H_STRESS5, 0),
+    "stress_fz_smol": (H_STRESS3, 0), "stress_fz_qwen": (H_STRESS3, 1), "stress_ft_mag": (H_STRESS3, 2),
+    "probe_sst2": (H_PROBE, 0),
+    "emotion_per_class": (H_FT2K3, ["dataset", "pseudo-label"]),
+    "head_lr": (H_STUDENTS, 0), "bound": (H_STUDENTS, 1),
+    "var_ft": (H_VAR5, 1), "var_tglobal": (H_VAR5, 2),
+    "var_gemma": (H_GEMMA, 0),
+    "var_frozen": (H_VAR2, 0),
+    "var_bal": (H_BAL, 0),
+}
+ARCHIVE_ABOUT = ("The tables results_page.py reads from the last lab-notebook page, copied cell for cell "
+                 "(header, alignment row, body rows and the `Seeds [...]` footnote line as written): "
+                 "git show {rev}:docs/results.md, the section (heading) and position named with each table. "
+                 "Written once by `python benchmarks/scripts/results_page.py --extract-archive`.")
+ARCHIVE_MEASURED = ("Dated passes of 2026-11-29 to 2026-12-01, under the defaults of then: teacher answers "
+                    "calibrated with --calibration balanced, class balance toward uniform (class_balance_target "
+                    "uniform, 1/C); run folders not kept. bound is gold-label `supervised` runs only; head_lr is "
+                    "`supervised` rows plus `all` rows on teacher answers.")
 FZ5_ROWS = ["llkd+bal", "llkd-paper", "all", "all@matched", "soft", "random", "fixed", "freematch", "teacher_adaptive", "student_adaptive"]
 
 
@@ -437,8 +467,54 @@ def stress_worst(t: Table, selector: str) -> float:
     return min(worst)
 
 
-def archive_values(a: dict, v: dict, blocks: dict) -> None:
-    claim, every = tables(a, H_SEEDS5)[:2]
+def extract_archive(text: str, rev: str = ARCHIVE_REV) -> dict:
+    """The ARCHIVE_TABLES of the old page's text, as the archive file's content."""
+    sections = parse_sections(text)
+    out: dict = {"about": ARCHIVE_ABOUT.format(rev=rev[:7]), "source": f"git show {rev}:docs/results.md", "rev": rev,
+                 "measured_under": ARCHIVE_MEASURED, "tables": {}}
+    for name, (heading, pick) in ARCHIVE_TABLES.items():
+        found = tables(sections, heading)
+        index = pick if isinstance(pick, int) else next(i for i, t in enumerate(found) if t.head[:len(pick)] == pick)
+        t = found[index]
+        out["tables"][name] = {"section": heading, "index": index, "head": t.head, "align": t.align, "rows": t.rows,
+                               "note": t.note}
+    return out
+
+
+def dump_archive(data: dict) -> str:
+    """JSON with one line per table row (small diffs, readable)."""
+    def enc(x, pad: str) -> str:
+        if isinstance(x, dict):
+            inner = pad + " "
+            return "{\n" + ",\n".join(f"{inner}{json.dumps(k)}: {enc(v, inner)}" for k, v in x.items()) + "\n" + pad + "}"
+        if isinstance(x, list) and x and isinstance(x[0], list):
+            return "[\n" + ",\n".join(pad + "  " + json.dumps(r, ensure_ascii=False) for r in x) + "\n" + pad + "]"
+        return json.dumps(x, ensure_ascii=False)
+    return enc(data, "") + "\n"
+
+
+def extract_main(path: Path, check: bool) -> int:
+    """--extract-archive: the only git call. Writes the archive file, or under --check compares."""
+    try:
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{ARCHIVE_REV}:docs/results.md"], check=True,
+                              capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"results_page: cannot read docs/results.md at {ARCHIVE_REV[:7]} from git history "
+                         f"(a shallow clone? `git fetch --unshallow`): {e}") from e
+    out = dump_archive(extract_archive(text))
+    if check:
+        if not path.exists() or path.read_text(encoding="utf-8") != out:
+            print(f"results_page: error: {path} is not what {ARCHIVE_REV[:7]}:docs/results.md gives", file=sys.stderr)
+            return 1
+        print(f"{path} matches {ARCHIVE_REV[:7]}:docs/results.md")
+        return 0
+    path.write_text(out, encoding="utf-8")
+    print(f"wrote {path} ({len(out.encode())} bytes, {len(ARCHIVE_TABLES)} tables)")
+    return 0
+
+
+def archive_values(a: dict[str, Table], v: dict, blocks: dict) -> None:
+    claim, every = a["ft2k_claim"], a["ft2k_every"]
     blocks["table.ft2k_claim"] = claim.md() + "\n\n" + claim.note
     blocks["table.ft2k_every"] = every.md()
     v["ft2k.bar"] = re.search(r"≥ all − 0\.02 on (\d+/\d+)", claim.note).group(1)
@@ -474,7 +550,7 @@ def archive_values(a: dict, v: dict, blocks: dict) -> None:
     v["ft2k.ta_used"] = every.cell("teacher_adaptive", "data used")
     v["ft2k.llkd_used"] = every.cell("llkd", "data used")
 
-    fz5 = tables(a, H_FZ5)[0]
+    fz5 = a["fz5"]
     blocks["table.fz5"] = fz5.md(FZ5_ROWS)
     fz = {r[0]: dict(zip(fz5.head, r)) for r in fz5.rows}
     v["fz5.matched"] = f"{num(fz['all@matched']['mean dev']):.3f} / {num(fz['all@matched']['mean test']):.3f}"
@@ -484,9 +560,9 @@ def archive_values(a: dict, v: dict, blocks: dict) -> None:
     v["fz5.best_test"] = max(fz, key=lambda m: num(fz[m]["mean test"]))
 
     # stress: fine-tuned (fifth pass, four datasets; MAG from the third pass), frozen (third pass)
-    st5 = tables(a, H_STRESS5)[0]
+    st5 = a["stress_ft5"]
     ft_cells = [c for c in stress_cells(st5, "llkd") if c[0] != "none (clean)"]
-    frozen_smol, frozen_qwen, ft_mag = tables(a, H_STRESS3)[:3]
+    frozen_smol, frozen_qwen, ft_mag = a["stress_fz_smol"], a["stress_fz_qwen"], a["stress_ft_mag"]
     ft_cells += [c for c in stress_cells(ft_mag, "llkd+bal") if c[0] != "none (clean)"]
     v["stress.ft.n"] = str(len(ft_cells))
     v["stress.ft.ok"] = str(sum(c[2] >= -0.02 for c in ft_cells))
@@ -499,18 +575,18 @@ def archive_values(a: dict, v: dict, blocks: dict) -> None:
         v[f"stress.fz.{key}.worst"] = signed(stress_worst(t, "llkd+bal"))
         v[f"stress.fz.{key}.paper_worst"] = signed(stress_worst(t, "llkd-paper"))
 
-    probe = tables(a, H_PROBE)[0]
+    probe = a["probe_sst2"]
     for m in ("llkd", "all", "soft"):
         v[f"probe.{m}"] = f"{num(probe.cell(m, 'mean')):.3f}"
     v["probe.ft2k_gap_all"] = signed(pair(every.cell("llkd", "sst2 dev / test"))[1] - pair(every.cell("all", "sst2 dev / test"))[1])
 
-    per_class = next(t for t in tables(a, H_FT2K3) if t.head[:2] == ["dataset", "pseudo-label"])
+    per_class = a["emotion_per_class"]
     s = {r[1]: dict(zip(per_class.head, r)) for r in per_class.rows}["surprise"]
     v["emotion.surprise"] = (f"{num(s['gold share']) * 100:.0f} % of the pool, {num(s['predicted share']) * 100:.0f} % of its answers, "
                              f"{num(s['accuracy']) * 100:.0f} % of those right")
     v["emotion.surprise_keeps"] = f"{s['class-mean keeps (acc)']} where `fixed` keeps {s['fixed 0.7 keeps (acc)']}"
 
-    lr, bound = tables(a, H_STUDENTS)[:2]
+    lr, bound = a["head_lr"], a["bound"]
     blocks["table.bound"] = bound.md()
     col = next(c for c in bound.head if c.startswith("frozen head, pool 2,000"))
     for d in DATASETS:
@@ -526,8 +602,7 @@ def archive_values(a: dict, v: dict, blocks: dict) -> None:
     v["lr.grid"] = " / ".join(x.replace("head lr ", "") for x in lrs)
 
     # variants (for the table of what was tried and dropped)
-    var5 = tables(a, H_VAR5)
-    ftv, tg = var5[1], var5[2]
+    ftv, tg = a["var_ft"], a["var_tglobal"]
     for m in ("llkd", "llkd+tglobal", "llkd+soft"):
         v[f"var.ft.{m}.dev"] = ftv.cell(m, "mean dev")
     v["var.ft.emotion.tglobal"] = ftv.cell("llkd+tglobal", "emotion dev / test")
@@ -538,13 +613,13 @@ def archive_values(a: dict, v: dict, blocks: dict) -> None:
     v["var.fz.tglobal_lost"] = f"{len(lost)} of {len(tgr)}"
     g = tgr["Gemma-3-270M"]
     v["var.fz.gemma"] = f"{pair(g['llkd+tglobal dev / test'])[0]:.3f} vs {pair(g['llkd dev / test'])[0]:.3f}"
-    gemma = tables(a, H_GEMMA)[0]
+    gemma = a["var_gemma"]
     v["var.floor4"] = f"{gemma.cell('llkd+floor4', 'mean dev')} vs {gemma.cell('llkd', 'mean dev')}"
-    var2 = tables(a, H_VAR2)[0]
+    var2 = a["var_frozen"]
     v["var.lu"] = f"{var2.cell('llkd+lu', 'mean dev')} vs {var2.cell('llkd', 'mean dev')}"
     v["var.lu_worse"] = str(sum(pair(var2.cell("llkd+lu", f"{d} dev / test"))[0] < pair(var2.cell("llkd", f"{d} dev / test"))[0] for d in DATASETS))
     v["var.batch"] = f"{var2.cell('llkd+batch', 'mean dev')} vs {var2.cell('llkd', 'mean dev')}"
-    bal = tables(a, H_BAL)[0]
+    bal = a["var_bal"]
     smol = {r[0]: r[1].replace("**", "").split(" / ") for r in bal.rows}
     qwen = {r[0]: r[2].replace("**", "").split(" / ") for r in bal.rows}
     v["var.nobal.clean"] = f"{smol['clean'][0]} / {smol['clean'][1]}"
@@ -594,8 +669,8 @@ def plots() -> str:
 def build() -> str:
     cal = json.loads((RESULTS / "calibration.json").read_text())
     fz, ft = read_imbalance("frozen"), read_imbalance("finetune")
-    archive = read_archive()
-    v: dict[str, str] = {"archive": ARCHIVE_REV[:7]}
+    rev, archive = read_archive()
+    v: dict[str, str] = {"archive": rev[:7]}
     blocks: dict[str, str] = {
         "table.headline_frozen": headline_frozen(fz),
         "table.headline_finetune": headline_finetune(ft),
@@ -624,7 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=PAGE)
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page or a committed imbalance table is stale")
+    ap.add_argument("--extract-archive", nargs="?", type=Path, const=ARCHIVE, metavar="PATH",
+                    help=f"one-off, needs git history: write the tables read from {ARCHIVE_REV[:7]}:docs/results.md to PATH "
+                         f"(default {ARCHIVE.relative_to(ROOT)}); with --check, compare instead")
     args = ap.parse_args(argv)
+    if args.extract_archive:
+        return extract_main(args.extract_archive, args.check)
     problems = check_runs(strict=args.check)
     page = build()
     if args.check:
