@@ -17,11 +17,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("llkd.errors", "llkd.registry", "llkd.hardware", "llkd.config", "llkd.models", "llkd.data", "llkd.resources",
                     "llkd.evaluation", "llkd.evaluation.metrics", "llkd.evaluation.metering")),
     ("teacher", ("llkd.teacher",)),
-    ("selection", ("llkd.selection",)),
+    ("selection", ("llkd.selection", "llkd.acquisition")),
     ("student", ("llkd.student",)),
     ("reports", ("llkd.evaluation.confidence", "llkd.evaluation.plots", "llkd.evaluation.run_report")),
     # the package root re-exports the Python API (lazily: it imports nothing when loaded)
-    ("application", ("llkd", "llkd.pipeline", "llkd.api", "llkd.serve", "llkd.preflight")),
+    ("application", ("llkd", "llkd.pipeline", "llkd.distill", "llkd.api", "llkd.serve", "llkd.preflight")),
     ("commands", ("llkd.commands", "llkd.cli")),
 ]
 

@@ -16,6 +16,7 @@ import sys
 COMMANDS = [
     "label",
     "train",
+    "distill",
     "evaluate",
     "predict",
     "demo",

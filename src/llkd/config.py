@@ -151,14 +151,71 @@ class StudentConfig(_Section):
         return self.epochs if self.epochs is not None else (FROZEN_EPOCHS if self.mode == "frozen" else FINETUNE_EPOCHS)
 
 
+class DistillConfig(_Section):
+    """Budgeted distillation (``llkd distill``): ask the teacher only about the texts the
+    student needs, round by round, up to a budget."""
+
+    budget: str = Field("20%", description="Teacher calls allowed: a count of pool texts (500) or a share of the pool (20%). Every text asked counts, answered or failed; answers already in the cache from an earlier run of the same job count too, so a resumed job never overspends.")
+    budget_tokens: int | None = Field(None, gt=0, description="Stop before the teacher's prompt + completion tokens would pass this (the dry-run estimate of each batch, then the counted tokens).")
+    budget_usd: float | None = Field(None, gt=0, description="Stop before the cost would pass this many USD (needs teacher.price_prompt).")
+    acquisition: str = Field("margin", description="How the next batch is chosen: random, entropy, margin, llkd, kcenter, badge, raru (llkd.acquisition).")
+    seed_size: str = Field("2.5%", description="The first round, chosen without labels (k-means++ over the student encoder's embeddings): a count or a share of the pool.")
+    growth: float = Field(1.5, gt=1.0, description="Each round grows the answered set by this factor (capped by the budget and the milestones).")
+    min_round: int = Field(16, ge=1, description="The smallest batch a round asks for (small pools).")
+    milestones: list[str] = Field(default_factory=list, description="Budgets (counts or shares) where a round must end, e.g. 5%,10%,20%: the points of a budget curve.")
+    round_mode: Literal["frozen", "finetune"] = Field("frozen", description="The student mode of the round students that choose the next batch (frozen: seconds per round). The final student uses student.mode.")
+    stop_change: float = Field(0.0, ge=0.0, lt=1.0, description="Label-free early stop: end when fewer than this share of the unanswered pool's student predictions changed since the last round, stop_patience rounds in a row (0: off, run to the budget).")
+    stop_patience: int = Field(2, ge=1, description="Rounds in a row under stop_change before stopping.")
+    dry_run: bool = Field(False, description="Estimate tokens and cost for the whole pool and for the budget, ask nothing, and exit.")
+
+    @field_validator("budget", "seed_size")
+    @classmethod
+    def _amount(cls, v: str) -> str:
+        parse_amount(v, None)
+        return v
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _milestones(cls, v: Any) -> Any:
+        items = [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+        for x in items or ():
+            parse_amount(str(x), None)
+        return [str(x) for x in items or ()]
+
+
+def parse_amount(spec: str | int | float, pool_size: int | None) -> int:
+    """A count (``500``) or a share of the pool (``20%``) as a count of texts; ``pool_size``
+    None: check the form only. Zero, negative, NaN and shares over 100 % are refused."""
+    text = str(spec).strip()
+    try:
+        share = text.endswith("%")
+        value = float(text[:-1] if share else text)
+    except ValueError:
+        raise ValueError(f"'{spec}' is neither a count of texts (500) nor a share of the pool (20%)") from None
+    if not value > 0 or value != value:
+        raise ValueError(f"'{spec}' must be more than 0")
+    if share and value > 100:
+        raise ValueError(f"'{spec}' is more than the whole pool")
+    if not share and value != int(value):
+        raise ValueError(f"'{spec}' is not a whole number of texts (use a share such as 2.5%)")
+    if pool_size is None:
+        return 0
+    if share:
+        return max(1, int(round(pool_size * value / 100.0)))
+    if value > pool_size:
+        raise ValueError(f"'{spec}' is more than the {pool_size} texts of the pool")
+    return int(value)
+
+
 class LLKDConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
-    @field_validator("data", "teacher", "selection", "student", mode="before")
+    @field_validator("data", "teacher", "selection", "student", "distill", mode="before")
     @classmethod
     def _none_is_default(cls, v: Any) -> Any:
         return {} if v is None else v
@@ -203,6 +260,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "teacher": TeacherConfig,
     "selection": SelectionConfig,
     "student": StudentConfig,
+    "distill": DistillConfig,
 }
 
 

@@ -16,7 +16,7 @@ HELP = "Benchmark LLKD against every baseline (and the teacher and a supervised 
 QUICK = {"datasets": ["csabstruct", "agnews"], "pool_size": 150, "test_size": 150, "seeds": [0], "epochs": 1.0, "max_length": 64}
 # Fine-tuned tier (the default): 5 datasets x 10 methods x 3 seeds. The encoder is trained, so
 # it costs ~1 s a step on 2 CPU cores: 3 epochs of a 300-text pool (57 steps) keep the grid
-# near 1.5 h. With the pooled-embedding head and head lr 3e-3 the student learns in that
+# near 1.5 h. With the pooled-embedding head and its larger head lr the student learns in that
 # budget (docs/results.md, supervised bound table). Test splits: 1,000 texts (SST-2: its 872).
 FULL = {"datasets": ["csabstruct", "agnews", "mag", "emotion", "sst2"], "pool_size": 300, "test_size": 1000, "dev_size": 500,
         "seeds": [0, 1, 2], "epochs": 3.0, "max_length": 64, "student_mode": "finetune"}

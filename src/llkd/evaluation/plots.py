@@ -302,3 +302,26 @@ def plot_signal_vs_accuracy(series: dict[str, tuple[np.ndarray, np.ndarray]], xl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_budget_curve(curves: Mapping[str, Sequence[tuple[float, float]]], path: Path, xlabel: str = "teacher calls",
+                      ylabel: str = "dev macro-F1", reference: Mapping[str, float] | None = None, title: str = "") -> Path | None:
+    """Macro-F1 against teacher calls, one line per curve (a run's rounds, or a strategy's mean
+    over seeds); ``reference``: horizontal lines (e.g. the full-pool student)."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
+    for k, (name, pts) in enumerate(curves.items()):
+        x, y = zip(*pts)
+        ax.plot(x, y, marker="o", ms=3, lw=1.5, color=f"C{k % 10}", label=name)
+    for k, (name, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, color="0.3", lw=1, ls=["--", ":", "-."][k % 3], label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

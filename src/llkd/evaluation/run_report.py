@@ -23,6 +23,7 @@ from llkd.data.schema import LabelSchema
 from llkd.evaluation.confidence import confidence_report
 from llkd.evaluation.metrics import ClassificationReport, classification_report
 from llkd.evaluation.plots import (
+    plot_budget_curve,
     plot_class_mix,
     plot_class_share,
     plot_dev_history,
@@ -264,6 +265,32 @@ def _reliability_section(r: _Run) -> list[str]:
     return md
 
 
+def _distill_section(plots: "_Plots", d: Mapping[str, Any], pool_size: int) -> list[str]:
+    """The rounds of a budgeted run: texts asked, tokens, cost and the round student's scores."""
+    rounds = d["rounds"]
+    md = ["## Budgeted distillation: the rounds", "",
+          f"{d['asked']} of {pool_size} pool texts asked ({_pct(d['asked'] / max(pool_size, 1))}; budget {d['budget_calls']}); stopped: {d['stopped']}.", ""]
+    asked, rows = 0, []
+    points = []
+    for rnd in rounds:
+        asked += len(rnd["rows"])
+        f1 = rnd.get("student_dev_macro_f1")
+        if f1 is not None:
+            points.append((asked, f1))
+        u = rnd["usage"]
+        changed = rnd.get("changed_share")
+        rows.append((rnd["index"], asked, u.get("calls", 0), f"{u.get('prompt_tokens', 0):,}", f"{u.get('completion_tokens', 0):,}",
+                     "-" if f1 is None else f"{f1:.4f}", "-" if changed is None else _pct(changed), f"{rnd.get('train_seconds', 0):.1f}"))
+    png = plots.draw(plot_budget_curve, "budget_curve.png", {"round student": points}, title="dev macro-F1 against texts asked") if points else None
+    if png:
+        md += [f"![dev macro-F1 against texts asked]({png})", ""]
+    md += _table(["round", "texts asked so far", "teacher calls", "prompt tokens", "completion tokens", "round student dev macro-F1",
+                  "predictions changed", "train s"], rows) + [""]
+    if d.get("usd") is not None:
+        md += [f"Teacher cost: ${d['usd']:.4f}.", ""]
+    return md
+
+
 def write_run_report(
     output: str | Path,
     schema: LabelSchema,
@@ -274,10 +301,12 @@ def write_run_report(
     pool_gold: Sequence[int] | None = None,
     test: ScoredSplit | None = None,
     dev_size: int | None = None,
+    distill: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``report.md`` and its plots into ``output`` (the training run's folder, where the
     trainer left ``steps.jsonl``). ``teacher_probs`` are the pool's [N, C] teacher
-    probabilities the student trained on; ``settings`` a few lines of what was run."""
+    probabilities the student trained on; ``settings`` a few lines of what was run;
+    ``distill``: a budgeted run's summary (``DistillResult.summary()``), its rounds section."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     names = schema.names
@@ -299,6 +328,8 @@ def write_run_report(
              ("saved student", f"`{result.model_dir}`: {result.kept_reason}")]
     md += _table(["run", ""], facts, "ll") + [""]
 
+    if distill is not None:
+        md += _distill_section(plots, distill, len(teacher_probs))
     for section in (_test_section, _dev_section, _selection_section, _class_mix_section, _reliability_section):
         md += section(r)
     if plots.missing:

@@ -14,6 +14,7 @@ import numpy as np
 from llkd.data.export import answer_rows, rows_to_dataset, write_answers
 from llkd.data.loading import TextSet
 from llkd.data.schema import LabelSchema
+from llkd.teacher.cost import TokenUsage
 
 if TYPE_CHECKING:
     from llkd.evaluation.metering import StageMeter
@@ -41,6 +42,7 @@ class TeacherLabels:
     n_cached: int = 0  # answers found in the cache
     n_asked: int = 0  # texts the teacher was asked about in this call
     meter: StageMeter | None = None  # wall time and memory of the call
+    usage: TokenUsage = field(default_factory=TokenUsage)  # what this call's teacher requests cost (cache hits: nothing)
 
     def __len__(self) -> int:
         return len(self.probs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 import numpy as np
@@ -12,8 +13,9 @@ from llkd.config import ConfigError, TeacherConfig
 from llkd.data.schema import LabelSchema
 from llkd.errors import CacheError
 from llkd.teacher.answers import TeacherLabels
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure
+from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, total_usage
 from llkd.teacher.cache import TeacherCache, text_hash
+from llkd.teacher.cost import TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +105,13 @@ def label_texts(
         raise cache.read_only_error(f"{len(texts) - n_cached} of {len(texts)} texts have no cached answer")
     failures: dict[int, str] = {}
     saved = 0
+    usage = TokenUsage()
     bar = tqdm(total=len(todo), desc=desc, unit="text", disable=not progress or not todo, dynamic_ncols=True)
     for start in range(0, len(todo), chunk_size):
         rows = todo[start : start + chunk_size]
+        t0 = time.perf_counter()
         results = teacher.score([texts[i] for i in rows])
+        usage = usage + total_usage(results, time.perf_counter() - t0)
         if len(results) != len(rows):
             raise RuntimeError(f"teacher returned {len(results)} answers for {len(rows)} texts")
         try:
@@ -136,4 +141,4 @@ def label_texts(
                 failures[i] = failures[j]
     if failures:
         log.warning("%d of %d texts have no teacher answer (recorded in the cache; a re-run retries them)", len(failures), len(texts))
-    return TeacherLabels(probs, methods, failures, identity, teacher.schema, n_cached=n_cached, n_asked=len(todo))
+    return TeacherLabels(probs, methods, failures, identity, teacher.schema, n_cached=n_cached, n_asked=len(todo), usage=usage)
