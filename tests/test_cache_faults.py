@@ -20,13 +20,13 @@ import pytest
 
 from llkd.data.schema import LabelSchema
 from llkd.errors import CacheError
-from llkd.teacher import Teacher, TeacherAnswer, TeacherCache, TeacherFailure, label_texts
+from llkd.teacher import TeacherBackend, TeacherAnswer, TeacherCache, TeacherFailure, label_texts
 
 SCHEMA = LabelSchema.from_names(["World", "Sports", "Business", "Sci/Tech"])
 TEXTS = [f"headline number {i}: markets, matches and missions" for i in range(64)]
 
 
-class CountingTeacher(Teacher):
+class CountingTeacher(TeacherBackend):
     """Deterministic answers; records every text it is asked."""
 
     batch_size = 8

@@ -10,16 +10,16 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A module belongs to the most specific entry that is its name or a package
-# above it. evaluation is split: metrics and metering sit at the bottom (the teacher's
-# calibration and the trainer score with them), the reports sit above the student and read its
-# results. The benchmark is outside: benchmarks/llkd_bench uses the library, never the reverse.
+# above it. evaluation (metrics, metering) sits at the bottom: the teacher's calibration and the
+# trainer score with it; reporting sits above the student and reads its results. The benchmark
+# is outside: benchmarks/llkd_bench uses the library, never the reverse.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("llkd.errors", "llkd.registry", "llkd.hardware", "llkd.config", "llkd.models", "llkd.data", "llkd.resources",
-                    "llkd.evaluation", "llkd.evaluation.metrics", "llkd.evaluation.metering")),
+                    "llkd.evaluation")),
     ("teacher", ("llkd.teacher",)),
     ("selection", ("llkd.selection", "llkd.acquisition")),
     ("student", ("llkd.student",)),
-    ("reports", ("llkd.evaluation.confidence", "llkd.evaluation.plots", "llkd.evaluation.run_report")),
+    ("reports", ("llkd.reporting",)),
     # the package root re-exports the Python API (lazily: it imports nothing when loaded)
     ("application", ("llkd", "llkd.pipeline", "llkd.distill", "llkd.api", "llkd.serve", "llkd.preflight")),
     ("commands", ("llkd.commands", "llkd.cli")),
@@ -174,7 +174,7 @@ def test_documented_exceptions_still_exist():
 def test_the_checker_finds_an_upward_import_and_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"a"}}) == [["a"]] and cycles({"a": {"b"}, "b": set()}) == []
-    assert layer_of("llkd.evaluation.metrics") < layer_of("llkd.student.trainer") < layer_of("llkd.evaluation.run_report")
+    assert layer_of("llkd.evaluation.metrics") < layer_of("llkd.student.trainer") < layer_of("llkd.reporting.run_report")
     assert layer_of("llkd.pipeline") < layer_of("llkd.commands.train") == layer_of("llkd.cli")
     planted = {"llkd.evaluation.metrics": {"llkd.student.trainer"}, "llkd.pipeline": {"llkd.cli", "llkd.teacher.hf"},
                "llkd.student.trainer": set(), "llkd.cli": set(), "llkd.teacher.hf": set(), "llkd.teacher": set()}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from llkd.data.schema import LabelSchema
-from llkd.evaluation.run_report import ScoredSplit, collapse_warnings, write_run_report
+from llkd.reporting.run_report import ScoredSplit, collapse_warnings, write_run_report
 from llkd.student.trainer import TrainResult
 
 pytest.importorskip("matplotlib")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from llkd.cli import main
-from llkd.evaluation.confidence import auroc, confidence_report, rankdata, spearman
-from llkd.evaluation.plots import reliability_diagram
+from llkd.reporting.confidence import auroc, confidence_report, rankdata, spearman
+from llkd.reporting.plots import reliability_diagram
 from llkd.teacher.calibration import CALIBRATORS
 
 N = 32  # test texts

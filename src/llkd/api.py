@@ -210,7 +210,7 @@ class Student:
         ``llkd train`` writes): selection over steps, the class mix of the selected samples,
         dev history, and with gold-labelled ``test`` texts the per-class F1, confusion matrix and
         reliability; ``test_teacher`` (the teacher's answers for ``test``) adds the teacher's side."""
-        from llkd.evaluation.run_report import ScoredSplit, run_settings, write_run_report
+        from llkd.reporting.run_report import ScoredSplit, run_settings, write_run_report
 
         if self.result is None or self.config is None or self._teacher_probs is None:
             raise RuntimeError("a report needs the training run: only a student made by Student.train in this session has one")

@@ -222,6 +222,7 @@ class DistillResult:
         spent = sum((TokenUsage(**r.usage) for r in self.state.rounds), TokenUsage())
         return {"asked": len(self.rows), "budget_calls": self.limits.calls, "stopped": self.state.stopped,
                 "usage": vars(spent), "usd": money(spent, prices) if prices else None,
+                "usage_this_run": vars(self.usage),  # a resumed run: the calls it made itself (answers of the killed run come from the cache)
                 "rounds": [vars(r) for r in self.state.rounds], "calibration": self.calibrator.state()}
 
 
@@ -340,6 +341,18 @@ def _stop_reason(d: DistillConfig, state: DistillState) -> str:
     return ""
 
 
+def _within_budget(source: Any, limits: Limits, spent: TokenUsage, picked: np.ndarray) -> np.ndarray:
+    """The longest prefix of ``picked`` (the strategy's order) whose estimated tokens and cost
+    stay within the budget on top of what was spent."""
+    if limits.check(spent, source.estimate(picked)):
+        return picked
+    lo, hi = 0, len(picked)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if limits.check(spent, source.estimate(picked[:mid])) else (lo, mid - 1)
+    return picked[:lo]
+
+
 def _plan_next(run: _Run, state: DistillState, pool_probs: np.ndarray, calibrated: np.ndarray, sizes: list[int], limits: Limits) -> str:
     """Choose the next round's batch and write it to state (before anyone asks). Returns why
     the loop stops instead, or ""."""
@@ -357,15 +370,9 @@ def _plan_next(run: _Run, state: DistillState, pool_probs: np.ndarray, calibrate
                              np.nanmax(calibrated[answered], axis=1))
     picked = candidates[build_strategy(run.cfg.distill.acquisition).choose(ctx, nxt - len(asked))]
     spent = sum((TokenUsage(**r.usage) for r in state.rounds), TokenUsage())
-    if not limits.check(spent, run.source.estimate(picked)):
-        # the largest prefix of the strategy's order that fits the token / money budget
-        lo, hi = 0, len(picked)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if limits.check(spent, run.source.estimate(picked[:mid])) else (lo, mid - 1)
-        picked = picked[:lo]
-        if not len(picked):
-            return "token budget" if limits.tokens is not None else "money budget"
+    picked = _within_budget(run.source, limits, spent, picked)
+    if not len(picked):
+        return "token budget" if limits.tokens is not None else "money budget"
     state.rounds.append(Round(rnd_index, [int(i) for i in picked], len(asked)))
     return ""
 
@@ -391,7 +398,9 @@ def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *,
     run.embeddings = pool_embeddings(cfg, schema, pool.texts)
     run.split_embeddings = {name: pool_embeddings(cfg, schema, texts.texts) for name, texts in scored.items()}
     if not state.rounds:
-        rows = seed_rows(run.embeddings, sizes[0], np.random.default_rng([cfg.student.seed, 0]))
+        rows = _within_budget(source, limits, TokenUsage(), seed_rows(run.embeddings, sizes[0], np.random.default_rng([cfg.student.seed, 0])))
+        if not len(rows):
+            raise DataError("the token or money budget does not cover even one text of the first round")
         state.rounds.append(Round(0, [int(i) for i in rows], 0))
         state.save(folder / STATE)
     calibrator: Calibrator | None = None

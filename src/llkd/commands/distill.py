@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(student.reports["test"].table())
         summary["test"] = student.reports["test"].as_dict()
     if not args.no_report:
-        from llkd.evaluation.run_report import ScoredSplit, run_settings, write_run_report
+        from llkd.reporting.run_report import ScoredSplit, run_settings, write_run_report
 
         # the student's side only: asking the teacher about the test split would spend calls outside the budget
         scored = ScoredSplit(str(cfg.data.test), np.asarray(test.labels), student.probs["test"], None) if test is not None else None

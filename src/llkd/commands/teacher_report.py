@@ -87,7 +87,7 @@ def _write_outputs(output: Path, summary: dict[str, Any], panels: dict[str, dict
     output.mkdir(parents=True, exist_ok=True)
     png = output / "reliability.png"
     try:
-        from llkd.evaluation.plots import reliability_diagram
+        from llkd.reporting.plots import reliability_diagram
 
         reliability_diagram(panels, png, title=title)
         summary["plot"] = str(png)
@@ -100,7 +100,7 @@ def _write_outputs(output: Path, summary: dict[str, Any], panels: dict[str, dict
 
 def run(args: argparse.Namespace) -> int:
     from llkd.pipeline import bundled_demo_data
-    from llkd.evaluation.confidence import confidence_report, format_confidence
+    from llkd.reporting.confidence import confidence_report, format_confidence
     from llkd.teacher.calibration import CONTENT_FREE
 
     cfg = config_from_args(args)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(report.table())
         summary["test"] = report.as_dict()
     if not args.no_report:
-        from llkd.evaluation.run_report import ScoredSplit, run_settings, write_run_report
+        from llkd.reporting.run_report import ScoredSplit, run_settings, write_run_report
 
         scored = None
         if test is not None:

@@ -1,6 +1,6 @@
 """Teachers: LLM backends behind one interface, a registry, and an on-disk answer cache."""
 
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, TeacherUnavailable
+from llkd.teacher.base import TEACHER_BACKENDS, TeacherBackend, TeacherAnswer, TeacherFailure, TeacherUnavailable
 from llkd.teacher.cache import TeacherCache
 from llkd.teacher.answers import TeacherLabels
 from llkd.teacher.labeling import build_teacher, label_texts
@@ -17,4 +17,4 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "TeacherCache", "TeacherLabels", "build_teacher", "label_texts"]
+__all__ = ["TEACHER_BACKENDS", "TeacherBackend", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "TeacherCache", "TeacherLabels", "build_teacher", "label_texts"]

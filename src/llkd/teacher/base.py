@@ -12,7 +12,7 @@ from llkd.errors import TeacherUnavailable
 from llkd.registry import Registry
 from llkd.teacher.cost import TokenUsage, UsageEstimate
 
-__all__ = ["TEACHER_BACKENDS", "Teacher", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "softmax", "total_usage"]
+__all__ = ["TEACHER_BACKENDS", "TeacherBackend", "TeacherAnswer", "TeacherFailure", "TeacherUnavailable", "softmax", "total_usage"]
 
 # The usage fields below are what one answer (or failure) cost. Keyword-only, so
 # ``TeacherAnswer(probs, method)`` and ``TeacherFailure(reason)`` stay as they were; left out
@@ -70,7 +70,7 @@ def total_usage(results: Sequence["TeacherAnswer | TeacherFailure"], seconds: fl
     return sum((r.usage() for r in results), TokenUsage()) + TokenUsage(seconds=seconds)
 
 
-class Teacher(ABC):
+class TeacherBackend(ABC):
     """A labelling LLM. Subclasses register under a backend name."""
 
     def __init__(self, schema: LabelSchema) -> None:
@@ -103,7 +103,7 @@ class Teacher(ABC):
         pass
 
 
-TEACHER_BACKENDS: Registry[Teacher] = Registry("teacher backend")
+TEACHER_BACKENDS: Registry[TeacherBackend] = Registry("teacher backend")
 
 
 def softmax(scores: Sequence[float]) -> list[float]:

@@ -18,7 +18,7 @@ from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
 from llkd.hardware import resolve_dtype
 from llkd.models import file_fingerprint, resolve_teacher
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, softmax
+from llkd.teacher.base import TEACHER_BACKENDS, TeacherBackend, TeacherAnswer, TeacherFailure, softmax
 from llkd.teacher.cost import TokenUsage, UsageEstimate
 from llkd.teacher.prompt import PromptTemplate
 
@@ -36,7 +36,7 @@ def pick_device(device: str) -> torch.device:
 
 
 @TEACHER_BACKENDS.register("hf")
-class HFTeacher(Teacher):
+class HFTeacher(TeacherBackend):
     def __init__(
         self,
         schema: LabelSchema,

@@ -13,7 +13,7 @@ from llkd.config import ConfigError, TeacherConfig
 from llkd.data.schema import LabelSchema
 from llkd.errors import CacheError
 from llkd.teacher.answers import TeacherLabels
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, total_usage
+from llkd.teacher.base import TEACHER_BACKENDS, TeacherBackend, TeacherAnswer, TeacherFailure, total_usage
 from llkd.teacher.cache import TeacherCache, text_hash
 from llkd.teacher.cost import TokenUsage
 
@@ -45,13 +45,13 @@ def check_backend_options(cfg: TeacherConfig) -> None:
         raise ConfigError(f"{given} does not apply to the {cfg.backend} teacher backend (it reads: {', '.join(sorted(known & set(type(cfg).model_fields)))})")
 
 
-def build_teacher(cfg: TeacherConfig, schema: LabelSchema) -> Teacher:
+def build_teacher(cfg: TeacherConfig, schema: LabelSchema) -> TeacherBackend:
     check_backend_options(cfg)
     cls = TEACHER_BACKENDS.get(cfg.backend)
     return cls(schema, **cfg.model_dump(exclude=_NOT_BACKEND_OPTIONS))
 
 
-def _adopt_legacy_answers(teacher: Teacher, cache: TeacherCache, identity: str, hashes: Sequence[str], ids: Sequence[str] | None,
+def _adopt_legacy_answers(teacher: TeacherBackend, cache: TeacherCache, identity: str, hashes: Sequence[str], ids: Sequence[str] | None,
                           cached: dict[str, TeacherAnswer]) -> None:
     """Add to ``cached`` the answers stored under the teacher's legacy identities, copying them
     to the current identity (where the cache can be written) so the next run finds them there."""
@@ -72,7 +72,7 @@ def _adopt_legacy_answers(teacher: Teacher, cache: TeacherCache, identity: str, 
 
 
 def label_texts(
-    teacher: Teacher,
+    teacher: TeacherBackend,
     texts: Sequence[str],
     cache: TeacherCache,
     ids: Sequence[str] | None = None,

@@ -19,7 +19,7 @@ import numpy as np
 
 from llkd.data.schema import LabelSchema
 from llkd.models import TEACHERS, ModelNotFound, file_fingerprint
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, softmax
+from llkd.teacher.base import TEACHER_BACKENDS, TeacherBackend, TeacherAnswer, TeacherFailure, softmax
 from llkd.teacher.cost import TokenUsage, UsageEstimate
 from llkd.teacher.prompt import PromptTemplate
 
@@ -60,7 +60,7 @@ class _GGUFChatTemplate:
 
 
 @TEACHER_BACKENDS.register("llamacpp")
-class LlamaCppTeacher(Teacher):
+class LlamaCppTeacher(TeacherBackend):
     def __init__(
         self,
         schema: LabelSchema,

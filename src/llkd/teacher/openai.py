@@ -64,7 +64,7 @@ import httpx
 from llkd.config import ConfigError
 from llkd.data.schema import LabelSchema
 from llkd.models import TEACHERS, resolve_teacher
-from llkd.teacher.base import TEACHER_BACKENDS, Teacher, TeacherAnswer, TeacherFailure, TeacherUnavailable, total_usage
+from llkd.teacher.base import TEACHER_BACKENDS, TeacherBackend, TeacherAnswer, TeacherFailure, TeacherUnavailable, total_usage
 from llkd.teacher.cost import CHARS_PER_TOKEN, TokenUsage, UsageEstimate, format_usage, heuristic_tokens
 from llkd.teacher.prompt import PromptTemplate, label_from_reply
 
@@ -259,7 +259,7 @@ class ScoreStats:
 
 
 @TEACHER_BACKENDS.register("openai")
-class OpenAITeacher(Teacher):
+class OpenAITeacher(TeacherBackend):
     def __init__(
         self,
         schema: LabelSchema,

@@ -40,7 +40,7 @@ def reliability_diagram(panels: Mapping[str, Mapping[str, Any]], path: str | Pat
 
     Each panel maps to ``{"bins": [{"low", "high", "accuracy", "confidence", "count"}, ...],
     "ece": float, "accuracy": float}`` and optionally ``"xlabel"`` (the shape of
-    :func:`llkd.evaluation.confidence.confidence_report`). Bars show the accuracy of the texts
+    :func:`llkd.reporting.confidence.confidence_report`). Bars show the accuracy of the texts
     whose confidence falls in each bin, with their count at the bar's foot; the dashed diagonal is
     perfect calibration; dots mark each bin's mean confidence (the gap to the bar top is the
     miscalibration ECE averages)."""

@@ -20,9 +20,9 @@ import numpy as np
 
 from llkd.config import LLKDConfig
 from llkd.data.schema import LabelSchema
-from llkd.evaluation.confidence import confidence_report
+from llkd.reporting.confidence import confidence_report
 from llkd.evaluation.metrics import ClassificationReport, classification_report
-from llkd.evaluation.plots import (
+from llkd.reporting.plots import (
     plot_budget_curve,
     plot_class_mix,
     plot_class_share,
