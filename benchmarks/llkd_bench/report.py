@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from llkd.evaluation.metrics import bootstrap_diff_ci
-from llkd.evaluation.plots import plot_signal_vs_accuracy, plot_thresholds  # noqa: F401  (shared with the run report; results.py imports them from here)
+from llkd.reporting.plots import plot_signal_vs_accuracy, plot_thresholds  # noqa: F401  (shared with the run report; results.py imports them from here)
 
 CSV_COLUMNS = [
     "dataset", "suite", "method", "selector", "kind", "teacher", "noise", "seed", "accuracy", "macro_f1",
