@@ -208,3 +208,25 @@ def test_select_on_hand_made_arrays():
         select(teacher)
     with pytest.raises(ValueError, match="student_probs has shape"):
         select(teacher, student[:3])
+
+
+@pytest.mark.timeout(600)
+def test_student_distill_asks_only_its_budget(readme_run, workspace):
+    from llkd import Teacher
+    from llkd.data.errors import DataError
+
+    teacher = Teacher("smollm2-135m", labels=workspace / "demo" / "agnews_labels.yaml")
+    pool = workspace / "demo" / "agnews_pool.jsonl"
+    with pytest.raises(DataError, match="more than the 32 texts"):
+        Student.distill(pool, teacher, budget=40, mode="frozen", progress=False)
+    student = Student.distill(pool, teacher, budget="50%", mode="frozen", epochs=2, seed_size="8", min_round=4, acquisition="badge",
+                              output=workspace / "distilled", progress=False)
+    d = student.distillation
+    assert d is not None and d["asked"] == 16 and d["stopped"].startswith("budget")
+    assert sum(len(r["rows"]) for r in d["rounds"]) == 16
+    assert set(student.predict(["The Yankees won the series"])) <= set(NAMES)
+    # again in the same folder: every answer from the state and the cache, no call
+    again = Student.distill(pool, teacher, budget="50%", mode="frozen", epochs=2, seed_size="8", min_round=4, acquisition="badge",
+                            output=workspace / "distilled", progress=False)
+    assert again.distillation["usage_this_run"]["calls"] == 0
+    assert [r["rows"] for r in again.distillation["rounds"]] == [r["rows"] for r in d["rounds"]]

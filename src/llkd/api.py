@@ -123,6 +123,7 @@ class Student:
         self._pool = pool
         self._teacher_probs = teacher_probs
         self.train_seconds = train_seconds
+        self.distillation: dict[str, Any] | None = None  # Student.distill's rounds, calls, tokens and cost
 
     @property
     def labels(self) -> list[str]:
@@ -166,6 +167,45 @@ class Student:
         prior = getattr(calibrator, "class_prior", None)  # the guard's target; None: the pseudo-labels' shares
         result, meter = train_student(cfg, schema, pool, probs, dev_set, progress=progress, class_prior=prior)
         return cls(result.model_dir, schema, result=result, config=cfg, pool=pool, teacher_probs=probs, train_seconds=meter.seconds)
+
+    @classmethod
+    def distill(cls, texts: Any, teacher: "Teacher", *, budget: str | int = "20%", acquisition: str | None = None, selector: str = "llkd",
+                mode: str = "finetune", model: str = "minilm", dev: Any = None, output: str | Path | None = None, text_column: str = "text",
+                id_column: str | None = None, label_column: str = "label", progress: bool = True, **options: Any) -> "Student":
+        """Train a student asking ``teacher`` about as few of ``texts`` as ``budget`` allows (a
+        count, or a share such as ``"20%"``): rounds of train -> choose the most useful unanswered
+        texts (``acquisition``, default the config's) -> ask, then the final student on every
+        answer (``llkd distill``; docs/method.md section 10). ``options``: selection, student and
+        distill settings by name (``budget_tokens``, ``budget_usd``, ``seed_size``, ``growth``,
+        ``stop_change``, ``epochs``, ...). ``student.distillation`` holds the rounds, calls,
+        tokens and cost; training in the same ``output`` again resumes, asking nothing twice."""
+        from llkd.config import DistillConfig
+        from llkd.distill import TeacherSource, distill, resolve_limits
+
+        schema = teacher.schema
+        pool = as_text_set(texts, text_column, id_column, label_column, schema=schema)
+        sections: dict[str, dict[str, Any]] = {"selection": {"selector": selector}, "distill": {"budget": str(budget)},
+                                               "student": {"model": model, "mode": mode, "output": output or tempfile.mkdtemp(prefix="llkd-student-")}}
+        if acquisition is not None:
+            sections["distill"]["acquisition"] = acquisition
+        for key, value in options.items():
+            where = next((name for name, kind in (("selection", SelectionConfig), ("student", StudentConfig), ("distill", DistillConfig))
+                          if key in kind.model_fields), None)
+            if where is None:
+                raise ConfigError(f"Student.distill: unknown option '{key}' (selection, student or distill settings by name)")
+            sections[where][key] = value
+        cfg = LLKDConfig.validated({**sections, "teacher": teacher.config.model_dump()}, source="Student.distill")
+        dev_set = as_text_set(dev, text_column, id_column, label_column, schema, require_labels=True) if dev is not None else None
+        resolve_limits(cfg, len(pool))  # a bad budget: one line, before the teacher loads
+        source = TeacherSource(cfg, schema, pool, progress=progress)
+        try:
+            result = distill(cfg, schema, pool, source, dev=dev_set, progress=progress)
+        finally:
+            source.close()
+        trained, meter = train_student(cfg, schema, pool, result.probs, dev_set, progress=progress, class_prior=result.calibrator.class_prior)
+        student = cls(trained.model_dir, schema, result=trained, config=cfg, pool=pool, teacher_probs=result.probs, train_seconds=meter.seconds)
+        student.distillation = result.summary()
+        return student
 
     @classmethod
     def load(cls, folder: str | Path) -> "Student":
