@@ -665,6 +665,42 @@ def plots() -> str:
     return "\n".join(out)
 
 
+# -- budget curves (docs/results/budget*.json, benchmarks/scripts/budget_table.py) ---------------
+def budget(path: Path, v: dict, prefix: str) -> str:
+    """The budgeted-distillation table: per dataset, the full-pool student, the strategy chosen
+    on dev and ``random`` at each budget, their areas under the curve and where each reaches the
+    full-pool student. Fills ``<prefix>.*`` slots."""
+    b = json.loads(path.read_text())
+    chosen = b["chosen_on_dev"]
+    v[f"{prefix}.chosen"] = chosen
+    ranking = sorted(b["mean_dev_auc"].items(), key=lambda kv: -kv[1])
+    v[f"{prefix}.ranking"] = ", ".join(f"`{k}` {x:.4f}" for k, x in ranking)
+    first = next(iter(b["datasets"].values()))["strategies"][chosen]
+    heads = [f"{s:.1%}".replace(".0%", "%") for s in first["shares"]]
+    lines = ["| dataset | strategy | " + " | ".join(heads) + " | full pool | test AUC | reaches full − 0.005 at |",
+             "|---|---|" + "---:|" * (len(heads) + 3)]
+    wins, reach = [], []
+    for name, d in b["datasets"].items():
+        for strategy in (chosen, "random"):
+            r = d["strategies"].get(strategy)
+            if r is None:
+                continue
+            at = "not within 40 %" if r["reach_share"] is None else f"{r['reach_share']:.1%}"
+            lines.append(f"| {NAMES.get(name, name)} | {strategy} | " + " | ".join(f"{x:.3f}" for x in r["test"]) +
+                         f" | {d['full_test']:.3f} | {r['test_auc']:.4f} | {at} |")
+        c, rnd = d["strategies"][chosen], d["strategies"].get("random")
+        if rnd is not None and c["test_auc"] > rnd["test_auc"]:
+            wins.append(NAMES.get(name, name))
+        if c["reach_share"] is not None:
+            reach.append(f"{NAMES.get(name, name)} at {c['reach_share']:.1%}")
+        v[f"{prefix}.{name}.gap40"] = signed(c["test"][-1] - d["full_test"])
+    v[f"{prefix}.auc_wins"] = f"{len(wins)} of {len(b['datasets'])}" + (f" ({', '.join(wins)})" if wins else "")
+    v[f"{prefix}.reach"] = "; ".join(reach) if reach else "none"
+    v[f"{prefix}.seeds"] = str(len(first["seeds"]))
+    v[f"{prefix}.gaps40"] = ", ".join(f"{NAMES.get(n, n)} {v[f'{prefix}.{n}.gap40']}" for n in b["datasets"])
+    return "\n".join(lines)
+
+
 # -- the page -----------------------------------------------------------------------------------
 def build() -> str:
     cal = json.loads((RESULTS / "calibration.json").read_text())
@@ -680,6 +716,9 @@ def build() -> str:
         "table.first_run": first_run(v),
         "plots": plots(),
     }
+    for name, prefix in (("budget.json", "budget"), ("budget-10k.json", "budget10k")):
+        if (RESULTS / name).exists():
+            blocks[f"table.{prefix}"] = budget(RESULTS / name, v, prefix)
     imbalance_values(fz, ft, cal, v)
     archive_values(archive, v, blocks)
     fill = {**v, **blocks}

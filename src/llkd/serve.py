@@ -27,7 +27,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import select
 import socket
 import threading
@@ -52,8 +51,6 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 CHAT_ROUTES = ("/v1/chat/completions", "/chat/completions")
 
 
-_CONTENT_SLOT = "\u241f__LLKD_MESSAGE_{}__\u241f"
-_CONTENT_SLOT_RE = re.compile(r"\u241f__LLKD_MESSAGE_(\d+)__\u241f")
 
 
 class ClientGone(Exception):
@@ -195,18 +192,12 @@ class ChatModel:
         }
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """The chat prompt's token ids. The template is rendered around placeholders, so only its
-        own markup is parsed for special tokens; each message's content is tokenised as plain
-        text (control-token strings in it stay characters), as the local teachers do."""
-        slots = [{"role": m["role"], "content": _CONTENT_SLOT.format(i)} for i, m in enumerate(messages)]
-        rendered = self.tokenizer.apply_chat_template(slots, tokenize=False, add_generation_prompt=True)
-        ids: list[int] = []
-        for i, piece in enumerate(_CONTENT_SLOT_RE.split(rendered)):
-            if i % 2:  # a slot: re.split puts the captured message index at odd positions
-                ids += self.tokenizer(messages[int(piece)]["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
-            elif piece:
-                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
-        return ids
+        """The chat prompt's token ids (:func:`llkd.teacher.openai.chat_prompt_ids`: the template's
+        own markup parsed for special tokens, each message's content as plain text), so the
+        openai teacher's token counts are this server's."""
+        from llkd.teacher.openai import chat_prompt_ids
+
+        return chat_prompt_ids(self.tokenizer, messages)
 
     @torch.inference_mode()
     def _decode(self, prompt_ids: list[int], req: ChatRequest) -> tuple[list[list[int]], list[list[dict[str, Any]]]]:

@@ -147,8 +147,8 @@ _REPLY_OVERHEAD = 3
 def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     """The prompt token ids a chat server builds from ``messages``: the chat template rendered
     around the contents, its markup parsed for special tokens, each content as plain text.
-    What ``llkd serve-teacher`` feeds its model (the same steps as llkd.serve.ChatModel.prompt_ids,
-    which the teacher layer cannot import), and for ordinary texts what vLLM does."""
+    What ``llkd serve-teacher`` feeds its model (its ChatModel.prompt_ids calls this), and for
+    ordinary texts what vLLM does."""
     slots = [{"role": m["role"], "content": _CONTENT_SLOT.format(i)} for i, m in enumerate(messages)]
     rendered = tokenizer.apply_chat_template(slots, tokenize=False, add_generation_prompt=True)
     ids: list[int] = []
