@@ -6,6 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
+from llkd.commands._console import print_table
 from llkd.config import LLKDConfig
 from llkd.pipeline import (calibrate_split, calibration_summary, evaluate_probs, load_schema, load_split, pseudo_label, require_answers,
                            train_and_evaluate, write_json)
@@ -56,13 +57,8 @@ def run(args: argparse.Namespace) -> int:
         summary[selector] = {"test": report.as_dict(), **result.summary(), "train_stage": meter.as_dict(), "eval_stage": ev.as_dict()}
 
     header = ["model", "accuracy", "macro-F1", "data used", "grad samples", "time (s)", "peak MB"]
-    table = [header] + [[r[0], f"{r[1]:.4f}", f"{r[2]:.4f}", r[3], r[4], f"{r[5]:.1f}", f"{r[6]:.0f}"] for r in rows]
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     print()
-    for k, r in enumerate(table):
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(header, [[r[0], f"{r[1]:.4f}", f"{r[2]:.4f}", r[3], r[4], f"{r[5]:.1f}", f"{r[6]:.0f}"] for r in rows])
     print(f"\nteacher: {summary['teacher']['asked']} texts asked, {summary['teacher']['cached']} from cache. "
           "Data used = distinct pool texts ever selected / pool size; grad samples = sample-steps with a backward pass / sample-steps seen.")
     write_json(args.output / "summary.json", summary)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from llkd.commands._console import print_table
 from llkd.config import add_config_flags, config_from_args
 from llkd.data.loading import TextSet
 from llkd.pipeline import evaluate_probs, load_schema, load_split, pseudo_label, write_json
@@ -66,19 +67,15 @@ def _clean(obj: Any) -> Any:
 def _print_table(summary: dict[str, Any], configured: str) -> None:
     """One line per calibration: accuracy, macro-F1, calibration error and ranking quality."""
     header = ["calibration", "accuracy", "macro-F1", "ECE", "mean conf", "top/bottom half acc", "AUROC", "conf tracks acc"]
-    table = [header]
+    table = []
     for name, s in summary["calibrations"].items():
         rk = s["ranking"]
         table.append([name + (" *" if name == configured else ""), f"{s['report']['accuracy']:.4f}",
                       f"{s['report']['macro_f1']:.4f}", f"{s['ece']:.4f}", f"{s['mean_confidence']:.3f}",
                       f"{rk['top_half_accuracy']:.3f}/{rk['bottom_half_accuracy']:.3f}", f"{rk['auroc']:.3f}",
                       "yes" if s["confidence_tracks_accuracy"] else "NO"])
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()
-    for k, r in enumerate(table):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(header, table)
     print("(* = the configured teacher.calibration; every calibration is fitted on the unlabeled pool, never on these texts)")
 
 

@@ -12,6 +12,8 @@ Reading one needs the optional ``datasets`` package (``pip install 'llkd[hf]'``)
 
 from __future__ import annotations
 
+import hashlib
+
 import csv
 import io
 import json
@@ -47,6 +49,11 @@ class TextSet:
             [self.labels[i] for i in rows] if self.labels is not None else None,
             self.source,
         )
+
+
+def text_hash(text: str) -> str:
+    """A text's key in every on-disk cache (teacher answers, encoder embeddings): its SHA-256."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _decode(path: Path) -> str:

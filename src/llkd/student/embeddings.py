@@ -12,10 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llkd.config import cache_dir
-
-
-def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+from llkd.data.loading import text_hash
 
 
 def encoder_identity(model: Any, max_length: int, dtype: str) -> str:
@@ -78,7 +75,7 @@ def cached_embeddings(model: Any, tokenizer: Any, texts: Sequence[str], max_leng
     cache = cache or EmbeddingCache()
     try:
         key = encoder_identity(model, max_length, dtype)
-        hashes = [text_digest(t) for t in texts]
+        hashes = [text_hash(t) for t in texts]
         found = cache.get_many(key, hashes)
         todo = [i for i, h in enumerate(hashes) if h not in found]
         for start in range(0, len(todo), chunk):

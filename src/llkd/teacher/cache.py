@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from llkd.data.loading import text_hash  # noqa: F401  (a text's cache key; callers import it from here too)
 from llkd.errors import CacheError
 from llkd.teacher.base import TeacherAnswer, TeacherFailure
 
@@ -58,10 +59,6 @@ CREATE TABLE IF NOT EXISTS teachers (
   identity TEXT NOT NULL
 );
 """
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def teacher_key(identity: str) -> str:
