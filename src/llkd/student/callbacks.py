@@ -186,10 +186,10 @@ class ProgressBar(Callback):
         self.bar: Any = None
 
     def on_train_begin(self, state: TrainState) -> None:
-        self.bar = tqdm(total=self.total, initial=state.step, desc=self.desc, unit="step", disable=not self.enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=self.total, initial=state.progress, desc=self.desc, unit="step", disable=not self.enabled, dynamic_ncols=True)
 
     def on_step_end(self, state: TrainState, step: StepOutcome) -> None:
-        self.bar.update(1)
+        self.bar.update(step.progress)
         rate = step.selected / max(step.batch, 1)
         loss = f"{step.loss:.4f}" if step.loss == step.loss else "-"
         self.bar.set_postfix(loss=loss, sel=f"{rate:.2f}", used=f"{state.selected.mean():.2f}", refresh=False)

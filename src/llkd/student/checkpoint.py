@@ -38,6 +38,8 @@ def run_fingerprint(texts: Sequence[str], teacher_probs: torch.Tensor, student: 
     # takes: a checkpoint from before they existed still resumes
     settings = student.model_dump(mode="json", exclude={"resume", "output", "checkpoint_every", "threads", "device", "keep_best", "patience"})
     settings["epochs"] = student.resolved_epochs()
+    if settings.get("candidate_factor") == 1:  # the per-batch path, as before the option: its checkpoints still resume
+        del settings["candidate_factor"]
     settings["head_lr"] = student.resolved_head_lr()
     h.update(json.dumps([settings, selection.model_dump(mode="json")], sort_keys=True).encode())
     return h.hexdigest()
@@ -95,5 +97,8 @@ def resume(path: Path, parts: TrainParts, state: TrainState, fingerprint: str) -
     parts.selector.load_state_dict(json.loads(saved["selector"]))
     torch.set_rng_state(saved["torch_rng"])
     state.restore(json.loads(saved["state"]), saved["selected"].numpy().astype(bool))
-    log.info("resumed from %s at step %d/%d", path, state.step, parts.schedule.total_steps)
+    if state.candidates is not None:  # a step there is a gradient batch; the schedule counts chunks of candidates
+        log.info("resumed from %s at step %d (candidate chunk %d/%d)", path, state.step, state.progress, parts.schedule.total_steps)
+    else:
+        log.info("resumed from %s at step %d/%d", path, state.step, parts.schedule.total_steps)
     return True

@@ -8,6 +8,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+
+
+@dataclass
+class CandidatePool:
+    """Candidate-batch selection's position in the data (student.candidate_factor > 1): what a
+    resumed run needs to go on exactly where it stopped."""
+
+    cursor: int = 0  # chunks of batch_size candidates consumed in the run: the LR schedule's unit
+    rows: list[int] = field(default_factory=list)  # selected, not yet trained (fewer than batch_size between steps)
+    weights: list[float] = field(default_factory=list)  # their loss weights, as their chunk's selector gave them
+    scored: list[np.ndarray] = field(default_factory=list)  # chunks scored in one forward and not yet selected
+    probs: list[torch.Tensor | None] = field(default_factory=list)  # their student probabilities (None: the selector needs none)
+
+    def state_dict(self) -> dict[str, Any]:
+        # float32 -> Python float -> JSON -> float32 is exact, so a resume selects as the run would have
+        return {"cursor": self.cursor, "rows": list(self.rows), "weights": list(self.weights), "scored": [c.tolist() for c in self.scored],
+                "probs": [None if p is None else p.tolist() for p in self.probs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CandidatePool:
+        return cls(cursor=int(d["cursor"]), rows=[int(r) for r in d["rows"]], weights=[float(w) for w in d["weights"]],
+                   scored=[np.asarray(c, dtype=np.int64) for c in d["scored"]],
+                   probs=[None if p is None else torch.tensor(p, dtype=torch.float32) for p in d["probs"]])
 
 
 @dataclass
@@ -23,10 +47,17 @@ class TrainState:
     dev_history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int | None = None  # the epoch with the best dev macro-F1 so far (its weights are in best.pt)
     stopped_early: bool = False  # patience ran out
+    candidates: CandidatePool | None = None  # only with candidate-batch selection (student.candidate_factor > 1)
 
     @classmethod
-    def fresh(cls, n: int) -> TrainState:
-        return cls(selected=np.zeros(n, dtype=bool))
+    def fresh(cls, n: int, candidates: bool = False) -> TrainState:
+        return cls(selected=np.zeros(n, dtype=bool), candidates=CandidatePool() if candidates else None)
+
+    @property
+    def progress(self) -> int:
+        """Where the run is on its schedule: steps, or with candidate batches the chunks of
+        candidates consumed (a step there is one gradient batch and consumes one or more)."""
+        return self.candidates.cursor if self.candidates is not None else self.step
 
     def record_update(self, rows: np.ndarray) -> None:
         """One optimiser step on the training rows ``rows`` (the whole batch's selected set)."""
@@ -36,13 +67,18 @@ class TrainState:
 
     def counters(self) -> dict[str, Any]:
         """The JSON part of a checkpoint (keys and order as checkpoints have always had them)."""
-        return {"step": self.step, "updates": self.updates, "gradient_samples": self.gradient_samples, "seen": self.seen,
-                "dev_history": self.dev_history, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}
+        out = {"step": self.step, "updates": self.updates, "gradient_samples": self.gradient_samples, "seen": self.seen,
+               "dev_history": self.dev_history, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}
+        if self.candidates is not None:  # only then: a per-batch run's checkpoint is the same as before
+            out["candidates"] = self.candidates.state_dict()
+        return out
 
     def restore(self, counters: dict[str, Any], selected: np.ndarray) -> None:
         for name in ("step", "updates", "gradient_samples", "seen", "dev_history", "best_epoch", "stopped_early"):
             if name in counters:
                 setattr(self, name, counters[name])
+        if "candidates" in counters:
+            self.candidates = CandidatePool.from_dict(counters["candidates"])
         self.selected = selected
 
 
@@ -78,6 +114,7 @@ class StepOutcome:
     lr: float  # the encoder group's learning rate after the step
     stats: dict[str, Any]  # the selector's thresholds etc., and per-class counts
     epoch_end: bool
+    progress: int = 1  # schedule units the step consumed (chunks of candidates with candidate batches)
 
 
 @dataclass

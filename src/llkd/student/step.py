@@ -58,16 +58,23 @@ class TrainStep:
         self.pseudo_labels, self.teacher_probs = pseudo_labels, teacher_probs
         self.num_labels = teacher_probs.shape[1]
 
-    def select(self, rows: np.ndarray) -> BatchSelection:
+    def score(self, rows: np.ndarray) -> torch.Tensor:
+        """The student's probabilities [len(rows), C] on CPU: forward only, eval mode (no dropout),
+        in the run's compute dtype."""
+        self.trainable.eval()
+        with torch.no_grad():
+            probs = torch.softmax(self.mode.logits(self.trainable, rows), dim=-1).cpu()
+        self.trainable.train()
+        return probs
+
+    def select(self, rows: np.ndarray, student_probs: torch.Tensor | None = None) -> BatchSelection:
+        """Score (unless ``student_probs``, scored already, are given: one process only) and select."""
         world, rank = self.acc.num_processes, self.acc.process_index
         local = rows[rank::world] if world > 1 else rows
         idx = torch.from_numpy(local)
         batch = SelectionBatch(indices=idx, pseudo_labels=self.pseudo_labels[idx], teacher_probs=self.teacher_probs[idx])
         if self.selector.needs_student and len(local):
-            self.trainable.eval()
-            with torch.no_grad():
-                batch.student_probs = torch.softmax(self.mode.logits(self.trainable, local), dim=-1).cpu()
-            self.trainable.train()
+            batch.student_probs = student_probs if student_probs is not None else self.score(local)
         selection = self.selector.select(batch) if len(local) else None
         stats = dict(selection.stats) if selection is not None else {}
         mask = selection.mask if selection is not None else torch.zeros(0, dtype=torch.bool)
@@ -87,16 +94,22 @@ class TrainStep:
     def update(self, chosen: BatchSelection) -> float:
         """Forward+backward on the selected rows and one optimiser step; the batch's mean
         weighted loss. Call only when ``chosen.count`` > 0: an empty S_t makes no update."""
-        acc, world = self.acc, self.acc.num_processes
+        world = self.acc.num_processes
         mask = chosen.local_mask
         mine = int(mask.sum())
         # A process with an empty share still joins DDP's gradient all-reduce, with weight 0.
         rows = chosen.local[mask.numpy()] if mine else chosen.local[:1]
         weights = chosen.selection.weights[mask] if mine and chosen.selection is not None else torch.zeros(1)
-        logits = self.mode.logits(self.trainable, rows)
         # DDP averages gradients over processes; scaling by world / |S_batch| makes that average
         # the gradient of the mean loss over the whole batch's selected set, as in one process.
         count = chosen.count / world if world > 1 else None
+        return self.train_rows(rows, weights, count)
+
+    def train_rows(self, rows: np.ndarray, weights: torch.Tensor, count: float | None = None) -> float:
+        """Forward+backward on the training rows ``rows`` with their loss weights, one optimiser
+        step; the mean weighted loss (``count``: see :meth:`loss`)."""
+        acc, world = self.acc, self.acc.num_processes
+        logits = self.mode.logits(self.trainable, rows)
         loss = self.loss(logits, torch.from_numpy(rows), weights.to(acc.device), count)
         acc.backward(loss)
         acc.clip_grad_norm_(self.trainable.parameters(), 1.0)

@@ -1,6 +1,8 @@
 """The LLKD training loop.
 
-Per step (llkd.student.step): score the batch, select, train on the selected rows only. The
+Per step (llkd.student.step): score the batch, select, train on the selected rows only; with
+student.candidate_factor > 1 a step is one full gradient batch of rows selected from larger
+scored candidate batches instead (llkd.student.candidates, one process only). The
 student mode (llkd.student.modes) holds what differs between fine-tuning and a frozen encoder;
 dev evaluation, checkpoints, the step log and the progress bar are callbacks
 (llkd.student.callbacks). Runs on CPU, one GPU, or several GPUs / CPU processes through
@@ -10,6 +12,7 @@ across processes so all ranks keep identical thresholds).
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,18 +20,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from llkd.config import SelectionConfig, StudentConfig
+from llkd.config import ConfigError, SelectionConfig, StudentConfig
 from llkd.data.loading import TextSet
 from llkd.data.schema import LabelSchema
 from llkd.hardware import resolve_dtype
 from llkd.selection.selectors import build_selector
 from llkd.student.callbacks import BEST, BestEpoch, Callback, CallbackList, Checkpointing, DevEvaluation, ProgressBar, StepLog, trim_step_log
+from llkd.student.candidates import CandidateStep
 from llkd.student.checkpoint import CHECKPOINT, CHECKPOINT_KEYS, read_checkpoint, resume, run_fingerprint
 from llkd.student.model import load_student, save_student
 from llkd.student.modes import MODES
 from llkd.student.result import TrainResult
 from llkd.student.state import Schedule, StepOutcome, TrainParts, TrainState
 from llkd.student.step import TrainStep, batch_rows
+
+log = logging.getLogger("llkd.student.trainer")  # the training run's messages, under one logger
 
 __all__ = ["CHECKPOINT", "CHECKPOINT_KEYS", "StudentTrainer", "TrainResult", "TrainState", "read_checkpoint", "seed_everything", "trim_step_log"]
 
@@ -65,6 +71,9 @@ class StudentTrainer:
         answered = ~np.isnan(teacher_probs).any(axis=1)
         if not answered.any():
             raise ValueError("no pool text has a teacher answer")
+        if student.candidate_factor > 1 and selection.selector == "llkd-paper":
+            raise ConfigError("student.candidate_factor > 1 changes which batches llkd-paper's thresholds see; llkd-paper is the paper's "
+                              "rule exactly: use candidate_factor 1 with it, or selector llkd")
         self.cfg, self.selection_cfg, self.schema, self.pool, self.dev = student, selection, schema, pool, dev
         self.rows = np.flatnonzero(answered)  # pool rows used
         self.texts = [pool.texts[i] for i in self.rows]
@@ -83,18 +92,20 @@ class StudentTrainer:
 
     def train(self) -> TrainResult:
         parts = self._build()
-        state = TrainState.fresh(len(self.texts))
+        state = TrainState.fresh(len(self.texts), candidates=self.cfg.candidate_factor > 1)
         fingerprint = run_fingerprint(self.texts, self.teacher_probs, self.cfg, self.selection_cfg)
         self.output.mkdir(parents=True, exist_ok=True)
         if self.cfg.resume and (self.output / CHECKPOINT).exists():
             resume(self.output / CHECKPOINT, parts, state, fingerprint)
         step = TrainStep(parts.mode, parts.trainable, parts.selector, parts.optimizer, parts.acc, self.pseudo_labels, self.teacher_probs)
+        candidates = CandidateStep(step, parts, len(self.texts), self.cfg.batch_size, self.cfg.candidate_factor, self.cfg.seed)
         callbacks = self._callbacks(parts, fingerprint)
         callbacks.on_train_begin(state)
         try:
             with parts.mode.training(parts.trainable):
-                while state.step < parts.schedule.total_steps and not state.stopped_early:
-                    callbacks.on_step_end(state, self._step(step, parts, state))
+                while state.progress < parts.schedule.total_steps and not state.stopped_early:
+                    outcome = candidates(state) if state.candidates is not None else self._step(step, parts, state)
+                    callbacks.on_step_end(state, outcome)
         finally:
             callbacks.on_train_end(state)
         return self._finish(parts, state)
@@ -123,6 +134,8 @@ class StudentTrainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         acc = Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
+        if cfg.candidate_factor > 1 and acc.num_processes > 1:  # the pool's rows and weights would need gathering across ranks
+            raise ConfigError(f"student.candidate_factor > 1 runs in one process only, not {acc.num_processes}: use candidate_factor 1 under accelerate launch")
         seed_everything(cfg.seed)
         mode_type = MODES[cfg.mode]
         model, tokenizer = load_student(cfg.model, self.schema, frozen=mode_type.frozen)
