@@ -69,12 +69,15 @@ def summarise(data: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> dict[str
                 # the loop retrains every round: its student compute up to each point, summed
                 "round_seconds_cum": np.cumsum(secs.mean(axis=0)).tolist(), "round_gradient_samples_cum": np.cumsum(grads.mean(axis=0)).tolist(),
             }
+        if not rows:
+            continue
         out[name] = {"pool_size": next(iter(next(iter(by_strategy.values())).values()))["pool_size"], "full_test": full_test, "full_dev": full_dev,
                      "full_seconds": float(np.mean([r["train_seconds"] for r in full.values()])) if full else None,
                      "full_gradient_samples": float(np.mean([r["gradient_samples"] for r in full.values()])) if full else None,
                      "full_seeds": sorted(full), "strategies": rows}
     strategies = sorted({s for d in out.values() for s in d["strategies"]})
-    dev_auc = {s: float(np.mean([d["strategies"][s]["dev_auc"] for d in out.values() if s in d["strategies"]])) for s in strategies}
+    complete = [d for d in out.values() if set(d["strategies"]) == set(strategies)]  # compared on the same datasets only
+    dev_auc = {s: float(np.mean([d["strategies"][s]["dev_auc"] for d in complete])) for s in strategies} if complete else {}
     chosen = max(dev_auc, key=dev_auc.get) if dev_auc else None
     return {"datasets": out, "mean_dev_auc": dev_auc, "chosen_on_dev": chosen, "tolerance": TOLERANCE}
 

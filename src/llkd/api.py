@@ -202,7 +202,7 @@ class Student:
             result = distill(cfg, schema, pool, source, dev=dev_set, progress=progress)
         finally:
             source.close()
-        trained, meter = train_student(cfg, schema, pool, result.probs, dev_set, progress=progress, class_prior=result.calibrator.class_prior)
+        trained, meter = train_student(cfg, schema, pool, result.probs, dev_set, progress=progress, class_prior=result.class_prior)
         student = cls(trained.model_dir, schema, result=trained, config=cfg, pool=pool, teacher_probs=result.probs, train_seconds=meter.seconds)
         student.distillation = result.summary()
         return student

@@ -213,6 +213,7 @@ class DistillResult:
     calibrator: Calibrator
     usage: TokenUsage  # teacher calls of this run (a resumed run: of its own calls only)
     limits: Limits
+    class_prior: np.ndarray | None = None  # the guard's target for the final student (smoothed_prior)
     final: Any = None  # pipeline.StudentRun of the final student
 
     def summary(self) -> dict[str, Any]:
@@ -239,20 +240,36 @@ def pool_embeddings(cfg: LLKDConfig, schema: LabelSchema, texts: list[str]) -> n
     return embeddings
 
 
-def fit_calibrator(name: str, source: Any, seed_probs: np.ndarray, dev: TextSet | None) -> tuple[Calibrator, TokenUsage]:
-    """The calibrator fitted on the seed round's raw answers: chosen without labels, so they
-    are a fair sample of the pool; later rounds are chosen for being hard, and are not."""
+def calibration_inputs(name: str, source: Any, dev: TextSet | None) -> tuple[np.ndarray | None, LabelledAnswers | None, TokenUsage]:
+    """What the calibrator needs besides the pool's answers, asked once per run: the
+    content-free answer (contextual) and the teacher's answers on a labelled dev split (auto,
+    prior). Dev calls are counted, outside the pool budget."""
     calibrator = CALIBRATORS.get(name)()
-    usage = TokenUsage()
     content_free = source.content_free() if calibrator.needs_content_free else None
-    dev_answers = None
-    if calibrator.uses_dev and dev is not None and dev.labels is not None:
-        asked = source.answers(dev)
-        usage = asked.usage
-        dev_answers = LabelledAnswers(asked.probs, np.asarray(dev.labels))
-    ok = ~np.isnan(seed_probs).any(axis=1)
-    calibrator.fit(seed_probs[ok], content_free, dev_answers)
-    return calibrator, usage
+    if not (calibrator.uses_dev and dev is not None and dev.labels is not None):
+        return content_free, None, TokenUsage()
+    asked = source.answers(dev)
+    return content_free, LabelledAnswers(asked.probs, np.asarray(dev.labels)), asked.usage
+
+
+def fit_calibrator(name: str, raw: np.ndarray, content_free: np.ndarray | None, dev: LabelledAnswers | None) -> Calibrator:
+    """The calibrator refitted each round on every raw answer so far: the seed round alone is
+    a fair sample but tiny (a class at 2 % of the pool is absent from 40 texts), later rounds
+    are chosen for being hard; the union is the better estimate of the two."""
+    calibrator = CALIBRATORS.get(name)()
+    ok = ~np.isnan(raw).any(axis=1)
+    calibrator.fit(raw[ok], content_free, dev)
+    return calibrator
+
+
+def smoothed_prior(prior: np.ndarray | None, n: int) -> np.ndarray | None:
+    """The class-balance guard's target from n answers, with one pseudo-count per class
+    (Laplace): an estimate from a few dozen texts must not give a class the target 0, which
+    would keep it out of every selected batch."""
+    if prior is None:
+        return None
+    p = np.asarray(prior, dtype=np.float64)
+    return (n * p + 1.0) / (n + len(p))
 
 
 def _round_config(cfg: LLKDConfig, folder: Path) -> LLKDConfig:
@@ -403,8 +420,8 @@ def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *,
             raise DataError("the token or money budget does not cover even one text of the first round")
         state.rounds.append(Round(0, [int(i) for i in rows], 0))
         state.save(folder / STATE)
+    content_free, dev_answers, usage = calibration_inputs(cfg.teacher.calibration, source, dev)
     calibrator: Calibrator | None = None
-    usage = TokenUsage()
     r = 0
     while r < len(state.rounds):
         rnd = state.rounds[r]
@@ -414,17 +431,16 @@ def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *,
         usage = usage + asked.usage
         if not rnd.done:
             rnd.usage = {k: v + getattr(asked.usage, k) for k, v in vars(TokenUsage(**rnd.usage)).items()}
-        if calibrator is None:
-            calibrator, dev_usage = fit_calibrator(cfg.teacher.calibration, source, run.raw[rows], dev)
-            usage = usage + dev_usage
         if rnd.done and r + 1 < len(state.rounds):
             r += 1
             continue
-        calibrated = calibrator.apply(run.raw)
         all_rows = np.asarray(state.asked_rows(), dtype=np.int64)
-        if not (~np.isnan(calibrated[all_rows]).any(axis=1)).any():
+        answered = int((~np.isnan(run.raw[all_rows]).any(axis=1)).sum())
+        if not answered:
             raise DataError(f"no text of the first {len(all_rows)} asked got a teacher answer; nothing to train on")
-        pool_probs = _train_round(run, rnd, calibrated, calibrator.class_prior)
+        calibrator = fit_calibrator(cfg.teacher.calibration, run.raw[all_rows], content_free, dev_answers)
+        calibrated = calibrator.apply(run.raw)
+        pool_probs = _train_round(run, rnd, calibrated, smoothed_prior(calibrator.class_prior, answered))
         rnd.changed_share = _changed_share(run, rnd, all_rows)
         rnd.done = True
         dev_f1 = f", dev macro-F1 {rnd.student_dev_macro_f1:.4f}" if rnd.student_dev_macro_f1 is not None else ""
@@ -439,4 +455,5 @@ def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *,
     probs = np.full_like(run.raw, np.nan)
     probs[asked_rows] = calibrator.apply(run.raw)[asked_rows]
     say(f"stopped: {state.stopped}")
-    return DistillResult(state, asked_rows, probs, calibrator, usage, limits)
+    n = int((~np.isnan(probs).any(axis=1)).sum())
+    return DistillResult(state, asked_rows, probs, calibrator, usage, limits, smoothed_prior(calibrator.class_prior, n))

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         source.close()
     print(calibration_summary(result.calibrator))
-    student = train_and_evaluate(cfg, schema, pool, result.probs, class_prior=result.calibrator.class_prior, dev=dev,
+    student = train_and_evaluate(cfg, schema, pool, result.probs, class_prior=result.class_prior, dev=dev,
                                  evaluate_on={"test": test} if test is not None else None, progress=progress)
     if not student.main_process:
         return 0
