@@ -148,12 +148,12 @@ def schedule_sizes(d: DistillConfig, pool_size: int, limit: int) -> list[int]:
 
 def fingerprint(cfg: LLKDConfig, pool: TextSet, seed: int) -> str:
     """What fixes the answered set: texts, teacher, selection, student and loop settings
-    (not the output folder or the progress bar)."""
+    (not the output folder, prices, or the progress bar)."""
     h = hashlib.sha256()
     for t in pool.texts:
         h.update(t.encode())
         h.update(b"\0")
-    keep = {"teacher": cfg.teacher.model_dump(mode="json", exclude={"cache"}), "selection": cfg.selection.model_dump(mode="json"),
+    keep = {"teacher": cfg.teacher.model_dump(mode="json", exclude={"cache", "price_prompt", "price_completion", "tokenizer"}), "selection": cfg.selection.model_dump(mode="json"),
             "student": cfg.student.model_dump(mode="json", exclude={"output", "resume"}),
             "distill": cfg.distill.model_dump(mode="json", exclude={"dry_run", "budget", "budget_tokens", "budget_usd", "stop_change", "stop_patience"}),
             "seed": seed}
