@@ -60,6 +60,20 @@ CREATE TABLE IF NOT EXISTS teachers (
 );
 """
 
+# The entity teacher's answers (llkd.teacher.entities): one JSON object per (teacher, text).
+# Created on the first write, so a cache that never held entity answers is left as it was; its
+# failures go to the ``failures`` table above (their teacher keys are the entity teachers').
+_ENTITY_TABLE = """
+CREATE TABLE IF NOT EXISTS entity_answers (
+  teacher TEXT NOT NULL,
+  text_hash TEXT NOT NULL,
+  text_id TEXT,
+  answer TEXT NOT NULL,
+  created REAL NOT NULL,
+  PRIMARY KEY (teacher, text_hash)
+)
+"""
+
 
 def teacher_key(identity: str) -> str:
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:24]
@@ -232,6 +246,61 @@ class TeacherCache:
         if identity is None:
             return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         return self._db.execute("SELECT COUNT(*) FROM answers WHERE teacher=?", (teacher_key(identity),)).fetchone()[0]
+
+    # -- entity answers (a sibling table; payloads are EntityAnswer.to_dict() objects) ------
+    def get_entity_answers(self, identity: str, hashes: Iterable[str]) -> dict[str, dict]:
+        """The stored entity answers (JSON objects) of these text hashes; {} where the cache
+        never held any (the table is created by the first write)."""
+        key = teacher_key(identity)
+        hashes = list(hashes)
+        found: dict[str, dict] = {}
+        try:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                q = f"SELECT text_hash, answer FROM entity_answers WHERE teacher=? AND text_hash IN ({','.join('?' * len(chunk))})"
+                for h, answer in self._db.execute(q, [key, *chunk]):
+                    found[h] = json.loads(answer)
+        except sqlite3.OperationalError as e:
+            if "no such table: entity_answers" in str(e):
+                return {}
+            raise CacheError(f"cannot read the teacher cache {self.path}: {_reason(e)}; {_hint(e)}") from e
+        except sqlite3.Error as e:
+            raise CacheError(f"cannot read the teacher cache {self.path}: {_reason(e)}; {_hint(e)}") from e
+        return found
+
+    def put_entity_answers(self, identity: str, rows: Iterable[tuple[str, str | None, dict | TeacherFailure]]) -> None:
+        """Store one batch of (text_hash, text_id, answer-object-or-failure) rows atomically,
+        as :meth:`put_many` does for classification answers (same failures table, same errors)."""
+        if self.read_only:
+            raise self.read_only_error("new answers cannot be saved")
+        now = time.time()
+        try:
+            with self._transaction():
+                self._db.execute(_ENTITY_TABLE)
+                key = self.register(identity)
+                for h, text_id, result in rows:
+                    if isinstance(result, TeacherFailure):
+                        self._db.execute(
+                            "INSERT INTO failures VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT(teacher, text_hash) "
+                            "DO UPDATE SET reason=excluded.reason, attempts=attempts+1, updated=excluded.updated",
+                            (key, h, text_id, result.reason, now),
+                        )
+                        continue
+                    self._db.execute("INSERT OR REPLACE INTO entity_answers VALUES (?, ?, ?, ?, ?)",
+                                     (key, h, text_id, json.dumps(result, ensure_ascii=False), now))
+                    self._db.execute("DELETE FROM failures WHERE teacher=? AND text_hash=?", (key, h))
+        except sqlite3.Error as e:
+            raise CacheError(f"cannot save teacher answers to {self.path}: {_reason(e)}; {_hint(e)}") from e
+
+    def count_entity_answers(self, identity: str | None = None) -> int:
+        try:
+            if identity is None:
+                return self._db.execute("SELECT COUNT(*) FROM entity_answers").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM entity_answers WHERE teacher=?", (teacher_key(identity),)).fetchone()[0]
+        except sqlite3.OperationalError as e:
+            if "no such table: entity_answers" in str(e):
+                return 0
+            raise
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
