@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("student", ("llkd.student",)),
     ("reports", ("llkd.reporting",)),
     # the package root re-exports the Python API (lazily: it imports nothing when loaded)
-    ("application", ("llkd", "llkd.pipeline", "llkd.distill", "llkd.api", "llkd.serve", "llkd.preflight")),
+    ("application", ("llkd", "llkd.pipeline", "llkd.entity_pipeline", "llkd.distill", "llkd.api", "llkd.serve", "llkd.preflight")),
     ("commands", ("llkd.commands", "llkd.cli")),
 ]
 

@@ -37,7 +37,7 @@ from llkd.teacher.answers import TeacherLabels
 
 LabelsLike = Union[LabelSchema, str, Path, Sequence[str], Mapping[str, Any]]
 
-__all__ = ["Student", "Teacher", "TeacherLabels", "as_schema", "select"]
+__all__ = ["EntityStudent", "EntityTeacher", "Student", "Teacher", "TeacherLabels", "as_entity_schema", "as_schema", "select"]
 
 
 def as_schema(labels: LabelsLike) -> LabelSchema:
@@ -321,3 +321,176 @@ def select(teacher_probs: Any, student_probs: Any = None, *, selector: str = "ll
         mask[idx] = out.mask.numpy()
         weights[idx] = out.weights.numpy()
     return mask, weights
+
+
+# --------------------------------------------------------------------------- entities
+
+EntitiesLike = Union["EntitySchema", str, Path, Sequence[str], Mapping[str, Any]]
+
+
+def as_entity_schema(entities: Any) -> Any:
+    """An entity schema from a schema, a YAML path, a list of type names or a schema mapping."""
+    from llkd.data.entities import EntitySchema
+
+    if isinstance(entities, EntitySchema):
+        return entities
+    if isinstance(entities, (str, Path)):
+        return EntitySchema.from_yaml(entities)
+    if isinstance(entities, Mapping):
+        return EntitySchema.from_dict(dict(entities))
+    names = list(entities)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise DataError("entities: pass entity type names (strings), a schema YAML path or an EntitySchema")
+    return EntitySchema.from_names(names)
+
+
+def _entity_texts(texts: Any, schema: Any = None) -> tuple[list[str], list[str], Any]:
+    """(ids, texts, the EntitySet or None) of a list of strings, an EntitySet, or a CoNLL/IOB
+    or JSONL path (gold spans, if the file has them, come with the EntitySet)."""
+    from llkd.data.entities import EntitySet, load_entities
+
+    if isinstance(texts, (str, Path)):
+        texts = load_entities(texts, schema)
+    if isinstance(texts, EntitySet):
+        return texts.ids, texts.texts, texts
+    items = list(texts)
+    if not all(isinstance(t, str) for t in items):
+        raise DataError("texts: pass a list of strings, an EntitySet, or a CoNLL/IOB or JSONL path")
+    blank = next((i for i, t in enumerate(items) if not t.strip()), None)
+    if blank is not None:
+        raise DataError(f"texts: text {blank + 1} is empty or whitespace-only")
+    return [str(i) for i in range(len(items))], items, None
+
+
+class EntityTeacher:
+    """An LLM that lists the named entities of texts (a packaged short name such as
+    ``smollm2-135m``, an HF folder or a GGUF file; the ``hf`` backend). Answers are cached in
+    SQLite (``cache=``) like the classification teacher's, so a second call asks only for new
+    texts. ``entities``: type names, the entity schema YAML's path or an ``EntitySchema``.
+    ``options``: ``batch_size``, ``template``, ``device``, ``dtype``."""
+
+    def __init__(self, model: str = "smollm2-135m", *, entities: EntitiesLike, cache: str | Path | None = None, max_new_tokens: int | None = None,
+                 max_text_tokens: int | None = None, examples: Sequence[dict[str, Any]] | None = None, **options: Any) -> None:
+        from llkd import entity_pipeline
+
+        self.schema = as_entity_schema(entities)
+        raw = {"model": model, "backend": "hf", **({"cache": cache} if cache is not None else {}), **options}
+        cfg = LLKDConfig.validated({"teacher": raw}, source="EntityTeacher")
+        entity_pipeline.check_settings(cfg, ("teacher",))
+        entity_pipeline.check_teacher_settings(cfg.teacher)
+        self.config = cfg.teacher
+        self.max_new_tokens = max_new_tokens or entity_pipeline.MAX_NEW_TOKENS
+        self.max_text_tokens = max_text_tokens or entity_pipeline.MAX_TEXT_TOKENS
+        self.examples = examples
+        self._backend: Any = None  # loaded on the first label()
+
+    def label(self, texts: Any, *, progress: bool = True) -> Any:
+        """The teacher's :class:`~llkd.teacher.entities.EntityLabels`: ``.answers[i].spans``
+        (start, end, type, confidence in characters of text i; None where it gave no answer),
+        ``.spans()`` without confidences, ``.failures``, ``.n_cached`` / ``.n_asked``."""
+        from llkd import entity_pipeline
+
+        ids, items, _ = _entity_texts(texts, self.schema)
+        if self._backend is None:
+            self._backend = entity_pipeline.build_teacher(self.config, self.schema, self.examples, self.max_new_tokens, self.max_text_tokens)
+        return entity_pipeline.ask(self._backend, self.config.cache_path(), items, ids, progress=progress)
+
+    def close(self) -> None:
+        """Free the model (the next label() loads it again)."""
+        self._backend = None
+
+    def __repr__(self) -> str:
+        return f"EntityTeacher({self.config.model!r}, entities={self.schema.names})"
+
+
+class EntityStudent:
+    """A trained token-classification student: a plain Hugging Face folder
+    (``AutoModelForTokenClassification``, labels the BIO tags) plus ``llkd.json`` with the
+    entity schema. Make one with :meth:`train` or :meth:`load`."""
+
+    def __init__(self, folder: str | Path, *, result: Any = None) -> None:
+        from llkd import entity_pipeline
+
+        self.folder = Path(folder)
+        self.model, self.tokenizer, self.schema, self.rest, self.max_length = entity_pipeline.load_student(self.folder)
+        self.result = result  # TokenTrainResult of the run that made it (None when loaded)
+
+    @property
+    def entities(self) -> list[str]:
+        return self.schema.names
+
+    @classmethod
+    def train(cls, texts: Any, answers: Any, *, entities: EntitiesLike | None = None, selector: str = "llkd", model: str = "minilm",
+              dev: Any = None, output: str | Path | None = None, **options: Any) -> "EntityStudent":
+        """Train on ``texts`` with the teacher's answers: the :class:`EntityLabels` of
+        :meth:`EntityTeacher.label` (texts it did not answer are left out), or one list of
+        spans per text ((start, end, type[, confidence]) tuples or dicts; then ``entities=``
+        names the types). ``selector``: llkd, all, fixed, teacher_adaptive or soft. ``dev``:
+        gold entity data scored after each epoch. ``options``: selection and student settings
+        by name (``epochs``, ``batch_size``, ``lr``, ``max_length``, ``seed``, ``threads``,
+        ``momentum``, ...). The model goes to ``output/model`` (default: a temporary folder)."""
+        from llkd import entity_pipeline
+        from llkd.data.entities import EntitySet
+
+        schema = as_entity_schema(entities) if entities is not None else getattr(answers, "schema", None)
+        if schema is None:
+            raise DataError("entities= is needed (type names or the schema YAML) unless the answers carry the schema")
+        _, items, _ = _entity_texts(texts, schema)
+        if hasattr(answers, "answers"):  # EntityLabels
+            rows, spans, outside = entity_pipeline.teacher_targets(answers)
+            if len(answers) != len(items):
+                raise DataError(f"{len(answers)} teacher answers for {len(items)} texts")
+            items = [items[i] for i in rows]
+        else:
+            spans, outside = [list(s) for s in answers], None
+            if len(spans) != len(items):
+                raise DataError(f"{len(spans)} span lists for {len(items)} texts")
+        sections: dict[str, dict[str, Any]] = {"selection": {"selector": selector},
+                                               "student": {"model": model, "output": output or tempfile.mkdtemp(prefix="llkd-entities-")}}
+        for key, value in options.items():
+            where = next((name for name, kind in (("selection", SelectionConfig), ("student", StudentConfig)) if key in kind.model_fields), None)
+            if where is None:
+                raise ConfigError(f"EntityStudent.train: unknown option '{key}' (selection or student settings by name)")
+            sections[where][key] = value
+        cfg = LLKDConfig.validated(sections, source="EntityStudent.train")
+        entity_pipeline.check_settings(cfg, ("selection", "student"))
+        dev_set = dev if dev is None or isinstance(dev, EntitySet) else _entity_texts(dev, schema)[2]
+        result = entity_pipeline.train_student(cfg, schema, items, spans, outside, dev_set)
+        return cls(result.model_dir, result=result)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "EntityStudent":
+        """A student saved by :meth:`save` or ``llkd train`` (``output/model``)."""
+        return cls(folder)
+
+    def save(self, folder: str | Path) -> Path:
+        """Copy the model folder to ``folder`` (loads with :meth:`load`, or with plain
+        transformers: ``AutoModelForTokenClassification.from_pretrained(folder)``)."""
+        folder = Path(folder)
+        if folder.resolve() != self.folder.resolve():
+            shutil.copytree(self.folder, folder, dirs_exist_ok=True)
+        return folder
+
+    def predict(self, texts: Any) -> list[list[Any]]:
+        """Per text, its entity spans ``Span(start, end, type)`` in characters of the text."""
+        from llkd import entity_pipeline
+
+        _, items, _ = _entity_texts(texts, self.schema)
+        return entity_pipeline.predict_texts(self.model, self.tokenizer, items, self.schema, self.max_length, self.rest)
+
+    def evaluate(self, gold: Any) -> Any:
+        """Strict span precision / recall / F1 per type (``EntityReport``; ``.table()`` prints
+        it) on gold entity data: an EntitySet, a CoNLL/IOB or JSONL path, or (texts, spans)."""
+        from llkd.evaluation.entity_metrics import entity_report
+
+        if isinstance(gold, tuple) and len(gold) == 2:
+            texts, spans = list(gold[0]), list(gold[1])
+        else:
+            _, texts, data = _entity_texts(gold, self.schema)
+            if data is None or data.spans is None:
+                raise DataError("evaluate needs gold spans: an EntitySet, a labelled CoNLL/IOB or JSONL file, or (texts, spans)")
+            spans = data.spans
+        return entity_report(spans, self.predict(texts), self.schema.names)
+
+    def __repr__(self) -> str:
+        return f"EntityStudent({str(self.folder)!r}, entities={self.entities})"

@@ -70,6 +70,7 @@ class DataConfig(_Section):
     text_column: str = Field("text", description="Column holding the text.")
     id_column: str | None = Field(None, description="Column holding a unique id (default: the file's own id column if it has one, else the row number).")
     label_column: str | None = Field("label", description="Column holding the gold label in test/dev files.")
+    task: Literal["classification", "entities"] = Field("classification", description="classification: one label per text (the files above); entities: named-entity spans, with labels the entity schema YAML (an 'entities:' list) and pool/test/dev CoNLL/IOB (.conll, .tsv, .iob, .bio, .txt) or JSONL files (llkd.entity_pipeline).")
 
 
 class TeacherConfig(_Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llkd import entity_pipeline
 from llkd.config import ConfigError
 from llkd.preflight import trained_student
 
@@ -25,6 +26,8 @@ def opset_range() -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if entity_pipeline.is_entity_student(args.model):  # its llkd.json says task token-classification
+        return entity_pipeline.export(args)
     model = trained_student(args.model)
     low, high = opset_range()
     if not low <= args.opset <= high:

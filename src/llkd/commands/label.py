@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llkd import entity_pipeline
 from llkd.config import add_config_flags, config_from_args
 from llkd.data.errors import DataError
 from llkd.data.export import export_format, write_answers
@@ -24,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    if cfg.data.task == "entities":
+        return entity_pipeline.label(cfg, args)
     if args.export:
         try:
             export_format(args.export)  # a bad --export costs nothing, not a teacher run

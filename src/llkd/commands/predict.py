@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from llkd import entity_pipeline
 from llkd.data.loading import load_texts
 from llkd.pipeline import student_probs
 from llkd.preflight import trained_student
@@ -27,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if entity_pipeline.is_entity_student(args.model):  # its llkd.json says task token-classification
+        return entity_pipeline.predict(args)
     _, _, schema = load_trained(trained_student(args.model))  # refuses a folder llkd did not train
     if args.input:
         data = load_texts(args.input, args.text_column, args.id_column)

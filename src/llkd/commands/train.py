@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from llkd import entity_pipeline
 from llkd.config import add_config_flags, config_from_args
 from llkd.pipeline import (calibrate_split, calibration_summary, evaluate_probs, load_schema, load_split, pseudo_label, require_answers,
                            train_and_evaluate, write_json)
@@ -23,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    if cfg.data.task == "entities":
+        return entity_pipeline.train(cfg, args)
     # Everything checkable without a model, before the teacher runs: settings, then every
     # data file parsed (test labels included), so no mistake surfaces after hours of work.
     check_run(cfg)
