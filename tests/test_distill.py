@@ -71,6 +71,7 @@ def test_amounts_and_the_round_schedule():
     (["--distill-budget", "5000"], "more than the 400 texts of the pool"),
     (["--distill-budget-usd", "1"], "needs a price"),
     (["--distill-budget-usd", "-1"], "greater than 0"),
+    (["--distill-acquisition", "smartest"], "choose one of"),
 ])
 def test_bad_budgets_get_one_line_before_any_call(tmp_path, demo_dir, capsys, flags, message):
     cache = tmp_path / "teacher.sqlite"

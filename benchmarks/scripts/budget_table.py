@@ -94,7 +94,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         full = "-" if d["full_test"] is None else f"{d['full_test']:.4f}"
         lines += [f"### {name} (pool {d['pool_size']}; full-pool llkd student: test {full}, {d['full_seconds'] or 0:.0f} s, "
                   f"{d['full_gradient_samples'] or 0:.0f} gradient samples; seeds {d['full_seeds']})", "",
-                  "| strategy | " + " | ".join(heads) + " | test AUC | dev AUC | reaches full-pool (-0.005) at | round compute to 40 % |",
+                  "| strategy | " + " | ".join(heads) + " | test AUC | dev AUC | reaches full-pool (-0.005) at | round students, summed to the last budget |",
                   "|---|" + "---:|" * (len(heads) + 4)]
         for s, r in sorted(d["strategies"].items(), key=lambda kv: -kv[1]["dev_auc"]):
             mark = f"**{s}**" if s == chosen else s

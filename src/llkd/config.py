@@ -160,7 +160,7 @@ class DistillConfig(_Section):
     budget: str = Field("20%", description="Teacher calls allowed: a count of pool texts (500) or a share of the pool (20%). Every text asked counts, answered or failed; answers already in the cache from an earlier run of the same job count too, so a resumed job never overspends.")
     budget_tokens: int | None = Field(None, gt=0, description="Stop before the teacher's prompt + completion tokens would pass this (the dry-run estimate of each batch, then the counted tokens).")
     budget_usd: float | None = Field(None, gt=0, description="Stop before the cost would pass this many USD (needs teacher.price_prompt).")
-    acquisition: str = Field("margin", description="How the next batch is chosen: random, entropy, margin, llkd, kcenter, badge, raru (llkd.acquisition).")
+    acquisition: str = Field("badge", description="How the next batch is chosen: random, entropy, margin, llkd, kcenter, badge, raru (llkd.acquisition). Default: the best mean dev AUC of the budget curves (docs/results.md).")
     seed_size: str = Field("2.5%", description="The first round, chosen without labels (k-means++ over the student encoder's embeddings): a count or a share of the pool.")
     growth: float = Field(1.5, gt=1.0, description="Each round grows the answered set by this factor (capped by the budget and the milestones).")
     min_round: int = Field(16, ge=1, description="The smallest batch a round asks for (small pools).")

@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from llkd.acquisition import AcquisitionContext, build_strategy, seed_rows
+from llkd.acquisition import ACQUISITIONS, AcquisitionContext, build_strategy, seed_rows
 from llkd.config import DistillConfig, LLKDConfig, parse_amount
 from llkd.data.errors import DataError
 from llkd.data.loading import TextSet
@@ -127,6 +127,8 @@ def resolve_limits(cfg: LLKDConfig, pool_size: int) -> Limits:
         calls = parse_amount(d.budget, pool_size)
     except ValueError as e:
         raise DataError(f"distill.budget {e}") from None
+    if d.acquisition not in ACQUISITIONS:
+        raise DataError(f"distill.acquisition '{d.acquisition}' is unknown; choose one of: {', '.join(ACQUISITIONS.names())}")
     prices = Prices.from_settings(cfg.teacher.price_prompt, cfg.teacher.price_completion)
     if d.budget_usd is not None and prices is None:
         raise DataError("distill.budget_usd needs a price: give teacher.price_prompt (and teacher.price_completion), USD per 1M tokens")
