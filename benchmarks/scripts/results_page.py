@@ -650,7 +650,8 @@ def first_run(v: dict) -> str:
 CAPTIONS = {"f1_vs_data": "macro-F1 against data used, every method, per dataset",
             "teacher_confidence_vs_accuracy": "the teacher's confidence against its accuracy, binned (paper Figure 2 analogue)",
             "student_uncertainty_vs_accuracy": "the LLKD student's uncertainty against its accuracy, binned (paper Figure 2 analogue)",
-            "budget_curves": "budget curves: test macro-F1 against the share of the pool asked, every acquisition strategy, the full-pool student dotted"}
+            "budget_curves": "budget curves: test macro-F1 against the share of the pool asked, every acquisition strategy, the full-pool student dotted",
+            "budget_curves_10k": "the same on the 10,000-text pools (SST-2, emotion)"}
 
 
 def plots() -> str:
