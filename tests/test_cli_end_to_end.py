@@ -119,16 +119,23 @@ def test_bad_input_exits_2_with_message(tmp_path, demo_dir, capsys):
     assert "bad.jsonl: row 2, column 'text': text is empty or whitespace-only" in err
 
 
+def _help(capsys, command: str) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return "".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+
+
 def test_train_help_documents_every_option(capsys):
     from llkd.config import SECTIONS, _flag
 
-    with pytest.raises(SystemExit):
-        main(["train", "--help"])
-    out = "".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    helps = {"train": _help(capsys, "train"), "distill": _help(capsys, "distill")}
     for section, cls in SECTIONS.items():
-        for name, field in cls.model_fields.items():
-            assert _flag(section, name, field) in out
-            assert "".join((field.description or "").split()) in out
+        for command in ("distill",) if section == "distill" else ("train", "distill"):
+            for name, field in cls.model_fields.items():
+                assert _flag(section, name, field) in helps[command], (command, name)
+                assert "".join((field.description or "").split()) in helps[command]
+    out = helps["train"]
+    assert "--distill-budget" not in out  # the loop's settings belong to llkd distill
     assert "--selector" in out and "--teacher-model" in out and "--student-epochs" in out
     assert "(default:None)(default:None)" not in out  # no argparse default tacked on twice
 

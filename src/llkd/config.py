@@ -285,7 +285,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...])
     for section in sections:
         group = parser.add_argument_group(f"{section} options")
         for name, field in SECTIONS[section].model_fields.items():
-            help_ = f"{field.description or ''} (default: {field.default})"
+            help_ = f"{field.description or ''} (default: {field.default})".replace("%", "%%")  # argparse formats help strings with %
             kwargs: dict[str, Any] = {"dest": f"cfg__{section}__{name}", "default": None, "help": help_}
             if field.annotation is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
