@@ -67,6 +67,7 @@ def test_amounts_and_the_round_schedule():
     (["--distill-budget", "0"], "must be more than 0"),
     (["--distill-budget", "-5"], "must be more than 0"),
     (["--distill-budget", "half"], "neither a count"),
+    (["--distill-budget", "inf"], "not a finite amount"),
     (["--distill-budget", "120%"], "more than the whole pool"),
     (["--distill-budget", "5000"], "more than the 400 texts of the pool"),
     (["--distill-budget-usd", "1"], "needs a price"),

@@ -157,9 +157,9 @@ class DistillConfig(_Section):
     """Budgeted distillation (``llkd distill``): ask the teacher only about the texts the
     student needs, round by round, up to a budget."""
 
-    budget: str = Field("20%", description="Teacher calls allowed: a count of pool texts (500) or a share of the pool (20%). Every text asked counts, answered or failed; answers already in the cache from an earlier run of the same job count too, so a resumed job never overspends.")
-    budget_tokens: int | None = Field(None, gt=0, description="Stop before the teacher's prompt + completion tokens would pass this (the dry-run estimate of each batch, then the counted tokens).")
-    budget_usd: float | None = Field(None, gt=0, description="Stop before the cost would pass this many USD (needs teacher.price_prompt).")
+    budget: str = Field("20%", description="Teacher calls allowed: a count of pool texts (500) or a share of the pool (20%). Every text asked counts, answered or failed; answers already in the cache from an earlier run of the same job count too, so a resumed job asks no new text beyond it (a failed text is retried on a rerun, and its calls are counted in the token and money budgets).")
+    budget_tokens: int | None = Field(None, gt=0, description="Stop before the teacher's prompt + completion tokens on pool texts would pass this (the dry-run estimate of each batch, then the counted tokens). The dev split's answers, asked once for calibration, are counted in the run's usage but outside this budget.")
+    budget_usd: float | None = Field(None, gt=0, description="Stop before the cost of pool texts would pass this many USD (needs teacher.price_prompt; dev answers outside it, as for budget_tokens).")
     acquisition: str = Field("badge", description="How the next batch is chosen: random, entropy, margin, llkd, kcenter, badge, raru (llkd.acquisition). Default: the best mean dev AUC of the budget curves (docs/results.md).")
     seed_size: str = Field("2.5%", description="The first round, chosen without labels (k-means++ over the student encoder's embeddings): a count or a share of the pool.")
     growth: float = Field(1.5, gt=1.0, description="Each round grows the answered set by this factor (capped by the budget and the milestones).")
@@ -196,6 +196,8 @@ def parse_amount(spec: str | int | float, pool_size: int | None) -> int:
         raise ValueError(f"'{spec}' is neither a count of texts (500) nor a share of the pool (20%)") from None
     if not value > 0 or value != value:
         raise ValueError(f"'{spec}' must be more than 0")
+    if value == float("inf"):
+        raise ValueError(f"'{spec}' is not a finite amount")
     if share and value > 100:
         raise ValueError(f"'{spec}' is more than the whole pool")
     if not share and value != int(value):

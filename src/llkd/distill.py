@@ -59,6 +59,14 @@ class AnswerSource(Protocol):
         """Tokens the teacher would bill for these pool rows, without calling it (None: unknown)."""
         ...
 
+    def answers(self, texts: TextSet) -> Asked:
+        """Raw answers for a labelled dev split (calibrators that use one)."""
+        ...
+
+    def content_free(self) -> np.ndarray:
+        """The raw answer for the content-free input (contextual calibration)."""
+        ...
+
 
 @dataclass
 class Round:
@@ -111,10 +119,8 @@ class Limits:
     prices: Prices | None
 
     def check(self, spent: TokenUsage, extra: TokenUsage | None) -> bool:
-        """Would ``extra`` on top of ``spent`` stay within the token and money budgets?"""
-        if extra is None:
-            return True
-        total = spent + extra
+        """Would ``extra`` (None: not estimable) on top of ``spent`` stay within the token and money budgets?"""
+        total = spent + (extra or TokenUsage())
         if self.tokens is not None and total.prompt_tokens + total.completion_tokens > self.tokens:
             return False
         return not (self.usd is not None and self.prices is not None and money(total, self.prices) > self.usd)
@@ -142,21 +148,28 @@ def schedule_sizes(d: DistillConfig, pool_size: int, limit: int) -> list[int]:
     marks = sorted({min(parse_amount(m, pool_size), limit) for m in d.milestones} | {limit})
     sizes = [seed]
     while sizes[-1] < limit:
-        nxt = max(int(np.ceil(sizes[-1] * d.growth)), sizes[-1] + d.min_round)
+        nxt = max(int(np.ceil(round(sizes[-1] * d.growth, 9))), sizes[-1] + d.min_round)  # 100 x 1.1 is 110.00000000000001
         mark = next(m for m in marks if m > sizes[-1])
         sizes.append(min(nxt, mark))
     return sizes
 
 
-def fingerprint(cfg: LLKDConfig, pool: TextSet, seed: int) -> str:
-    """What fixes the answered set: texts, teacher, selection, student and loop settings
-    (not the output folder, prices, or the progress bar)."""
+# Settings that change where or how fast answers and students are made, not what they are.
+_TRANSPORT = {"teacher": {"cache", "price_prompt", "price_completion", "tokenizer", "base_url", "api_key_env", "timeout", "max_retries",
+                          "concurrency", "device", "batch_size"},
+              "student": {"output", "resume", "device", "threads", "checkpoint_every"}}
+
+
+def fingerprint(cfg: LLKDConfig, pool: TextSet, seed: int, dev: TextSet | None = None) -> str:
+    """What fixes the answered set: texts, the dev split, teacher, selection, student and loop
+    settings (not the output folder, prices, the server's address or the device)."""
     h = hashlib.sha256()
-    for t in pool.texts:
+    for t in [*pool.texts, "\0dev", *(dev.texts if dev is not None else ())]:
         h.update(t.encode())
         h.update(b"\0")
-    keep = {"teacher": cfg.teacher.model_dump(mode="json", exclude={"cache", "price_prompt", "price_completion", "tokenizer"}), "selection": cfg.selection.model_dump(mode="json"),
-            "student": cfg.student.model_dump(mode="json", exclude={"output", "resume"}),
+    h.update(json.dumps(dev.labels if dev is not None else None).encode())
+    keep = {"teacher": cfg.teacher.model_dump(mode="json", exclude=_TRANSPORT["teacher"]), "selection": cfg.selection.model_dump(mode="json"),
+            "student": cfg.student.model_dump(mode="json", exclude=_TRANSPORT["student"]),
             "distill": cfg.distill.model_dump(mode="json", exclude={"dry_run", "budget", "budget_tokens", "budget_usd", "stop_change", "stop_patience"}),
             "seed": seed}
     h.update(json.dumps(keep, sort_keys=True).encode())
@@ -216,7 +229,6 @@ class DistillResult:
     usage: TokenUsage  # teacher calls of this run (a resumed run: of its own calls only)
     limits: Limits
     class_prior: np.ndarray | None = None  # the guard's target for the final student (smoothed_prior)
-    final: Any = None  # pipeline.StudentRun of the final student
 
     def summary(self) -> dict[str, Any]:
         from llkd.teacher.cost import money
@@ -242,7 +254,7 @@ def pool_embeddings(cfg: LLKDConfig, schema: LabelSchema, texts: list[str]) -> n
     return embeddings
 
 
-def calibration_inputs(name: str, source: Any, dev: TextSet | None) -> tuple[np.ndarray | None, LabelledAnswers | None, TokenUsage]:
+def calibration_inputs(name: str, source: AnswerSource, dev: TextSet | None) -> tuple[np.ndarray | None, LabelledAnswers | None, TokenUsage]:
     """What the calibrator needs besides the pool's answers, asked once per run: the
     content-free answer (contextual) and the teacher's answers on a labelled dev split (auto,
     prior). Dev calls are counted, outside the pool budget."""
@@ -254,7 +266,7 @@ def calibration_inputs(name: str, source: Any, dev: TextSet | None) -> tuple[np.
     return content_free, LabelledAnswers(asked.probs, np.asarray(dev.labels)), asked.usage
 
 
-def fit_calibrator(name: str, raw: np.ndarray, content_free: np.ndarray | None, dev: LabelledAnswers | None) -> Calibrator:
+def refit_calibrator(name: str, raw: np.ndarray, content_free: np.ndarray | None, dev: LabelledAnswers | None) -> Calibrator:
     """The calibrator refitted each round on every raw answer so far: the seed round alone is
     a fair sample but tiny (a class at 2 % of the pool is absent from 40 texts), later rounds
     are chosen for being hard; the union is the better estimate of the two."""
@@ -379,9 +391,7 @@ def _plan_next(run: _Run, state: DistillState, pool_probs: np.ndarray, calibrate
     nxt = next((s for s in sizes if s > len(asked)), None)
     if nxt is None:
         return f"budget: {limits.calls} teacher calls"
-    candidates = np.setdiff1d(np.arange(len(run.pool)), asked)
-    if not len(candidates):
-        return "pool exhausted: every text has been asked"
+    candidates = np.setdiff1d(np.arange(len(run.pool)), asked)  # never empty: the budget is at most the pool
     rnd_index = len(state.rounds)
     answered = asked[~np.isnan(calibrated[asked]).any(axis=1)]
     emb = run.embeddings
@@ -396,7 +406,7 @@ def _plan_next(run: _Run, state: DistillState, pool_probs: np.ndarray, calibrate
     return ""
 
 
-def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *, dev: TextSet | None = None,
+def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: AnswerSource, *, dev: TextSet | None = None,
             evaluate_on: dict[str, TextSet] | None = None, progress: bool = True, say: Callable[[str], None] = log.info) -> DistillResult:
     """The rounds, up to the budget (see the module docstring). ``source`` gives the answers
     (:class:`TeacherSource`, or the benchmark's answer files). ``evaluate_on``: labelled splits
@@ -407,7 +417,7 @@ def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *,
     sizes = schedule_sizes(cfg.distill, len(pool), limits.calls)
     folder = Path(cfg.student.output) / "distill"
     folder.mkdir(parents=True, exist_ok=True)
-    state = DistillState.load(folder / STATE, fingerprint(cfg, pool, cfg.student.seed))
+    state = DistillState.load(folder / STATE, fingerprint(cfg, pool, cfg.student.seed, dev))
     state.stopped = ""  # a rerun with a larger budget continues where the last one stopped
     scored = {"dev": dev, **(evaluate_on or {})} if dev is not None else dict(evaluate_on or {})
     unknown = set(scored) - {"dev", "test"}
@@ -428,11 +438,12 @@ def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *,
     while r < len(state.rounds):
         rnd = state.rounds[r]
         rows = np.asarray(rnd.rows, dtype=np.int64)
-        asked = source.ask(rows)  # on a resume: cache hits, no calls
+        asked = source.ask(rows)  # on a resume: cache hits, no calls (but failed texts are retried, and billed)
         run.raw[rows] = asked.probs
         usage = usage + asked.usage
-        if not rnd.done:
+        if asked.usage.calls:  # kept before training, so a kill loses no billed call from the budget
             rnd.usage = {k: v + getattr(asked.usage, k) for k, v in vars(TokenUsage(**rnd.usage)).items()}
+            state.save(folder / STATE)
         if rnd.done and r + 1 < len(state.rounds):
             r += 1
             continue
@@ -440,7 +451,7 @@ def distill(cfg: LLKDConfig, schema: LabelSchema, pool: TextSet, source: Any, *,
         answered = int((~np.isnan(run.raw[all_rows]).any(axis=1)).sum())
         if not answered:
             raise DataError(f"no text of the first {len(all_rows)} asked got a teacher answer; nothing to train on")
-        calibrator = fit_calibrator(cfg.teacher.calibration, run.raw[all_rows], content_free, dev_answers)
+        calibrator = refit_calibrator(cfg.teacher.calibration, run.raw[all_rows], content_free, dev_answers)
         calibrated = calibrator.apply(run.raw)
         pool_probs = _train_round(run, rnd, calibrated, smoothed_prior(calibrator.class_prior, answered))
         rnd.changed_share = _changed_share(run, rnd, all_rows)

@@ -113,7 +113,6 @@ def seed_rows(embeddings: np.ndarray, k: int, rng: np.random.Generator) -> np.nd
 # ---- strategies ---------------------------------------------------------------------------
 
 class Strategy(ABC):
-    needs_embeddings = False
 
     @abstractmethod
     def choose(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
@@ -159,8 +158,6 @@ class LLKDAcquisition(Strategy):
     teacher's *predicted* confidence (ridge on the embeddings of the answered texts). Texts the
     student finds hard but the teacher will likely answer well: the ones LLKD would train on."""
 
-    needs_embeddings = True
-
     def choose(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
         u = entropy(ctx.student_probs)
         if ctx.embeddings is None or ctx.answered_embeddings is None or ctx.answered_confidence is None:
@@ -174,8 +171,6 @@ class LLKDAcquisition(Strategy):
 class KCenterAcquisition(Strategy):
     """Diversity only: farthest-first from everything answered (core-set)."""
 
-    needs_embeddings = True
-
     def choose(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
         if ctx.embeddings is None:
             raise ValueError("kcenter acquisition needs embeddings")
@@ -188,8 +183,6 @@ class BadgeAcquisition(Strategy):
     ``(p - onehot(argmax p)) (x) e``, uncertain *and* diverse in one rule. Distances between
     outer products factor (|a|^2 |e|^2 terms and <a,a'><e,e'>), so the [U, C*D] gradient
     matrix is never built."""
-
-    needs_embeddings = True
 
     def choose(self, ctx: AcquisitionContext, k: int) -> np.ndarray:
         if ctx.embeddings is None:
