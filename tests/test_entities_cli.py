@@ -149,6 +149,11 @@ def test_label_train_predict_export(files: dict[str, Path], capsys: pytest.Captu
     for r in rows:
         for s in r["spans"]:
             assert s["type"] == "Disease" and 0 <= s["start"] < s["end"] <= len(r["text"]) and r["text"][s["start"]:s["end"]] == s["text"]
+    table = files["root"] / "texts.tsv"  # a .tsv with an id/text header is columns, not CoNLL
+    table.write_text("id\ttext\na1\tFamilial breast cancer is rare .\na2\tNo disease here .\n", encoding="utf-8")
+    assert main(["predict", "--model", str(model), "--input", str(table), "--id-column", "id", "--output", str(predictions)]) == 0
+    rows = [json.loads(x) for x in predictions.read_text().splitlines()]
+    assert [(r["id"], r["text"]) for r in rows] == [("a1", "Familial breast cancer is rare ."), ("a2", "No disease here .")]
     assert main(["predict", "--model", str(model), "--text", "Familial breast cancer is rare ."]) == 0
     assert json.loads(capsys.readouterr().out)["text"] == "Familial breast cancer is rare ."
 
@@ -186,3 +191,42 @@ def test_the_python_api_round_trip(files: dict[str, Path], tmp_path: Path, no_te
     assert again.predict(pool.texts[:2]) == spans[1:]
     report = again.evaluate(files["test"])
     assert report.texts == TEST and 0.0 <= report.micro_f1 <= 1.0
+
+
+def test_predict_input_tsv_and_txt_with_a_text_header_are_columns(tmp_path: Path) -> None:
+    from llkd.entity_pipeline import load_texts
+
+    table = tmp_path / "texts.tsv"
+    table.write_text("id\ttext\nx1\tAtaxia is rare .\nx2\tNothing here .\n", encoding="utf-8")
+    assert load_texts(table, "text", "id") == (["x1", "x2"], ["Ataxia is rare .", "Nothing here ."])
+    lines = tmp_path / "texts.txt"
+    lines.write_text("id,sentence\n1,Ataxia is rare .\n2,Gout again .\n", encoding="utf-8")
+    assert load_texts(lines, "sentence")[1] == ["Ataxia is rare .", "Gout again ."]
+    conll = tmp_path / "tagged.tsv"  # no header naming the text column: CoNLL, tags ignored
+    conll.write_text("Ataxia\tB-Disease\nis\tO\nrare\tO\n.\tO\n\nNothing\tO\n.\tO\n", encoding="utf-8")
+    assert load_texts(conll)[1] == ["Ataxia is rare .", "Nothing ."]
+
+
+def test_the_span_export_leaves_failed_texts_out_and_reads_back_as_gold(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from llkd.entity_pipeline import answer_records, write_jsonl
+    from llkd.teacher.entities import EntityAnswer, ScoredSpan
+
+    texts = ["Ataxia is rare .", "Nothing here .", "Gout again ."]
+    labels = SimpleNamespace(answers=[EntityAnswer([ScoredSpan(0, 6, "Disease", 0.9)], None), None, EntityAnswer([], 0.8)],
+                             failures={1: "timed out"})
+    rows = answer_records(["a", "b", "c"], texts, labels)
+    assert [r["id"] for r in rows] == ["a", "c"] and rows[0]["outside_confidence"] is None and rows[1]["outside_confidence"] == 0.8
+    out = tmp_path / "answers.jsonl"
+    write_jsonl(out, rows)
+    back = load_entities(out)
+    assert back.texts == [texts[0], texts[2]] and [[(s.start, s.end, s.type) for s in x] for x in back.spans] == [[(0, 6, "Disease")], []]
+
+
+@pytest.mark.parametrize("command", ["distill", "teacher-report"])
+def test_distill_and_teacher_report_refuse_entities(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "diseases.yaml"
+    labels.write_text(SCHEMA_YAML)
+    assert main([command, "--data-task", "entities", "--data-labels", str(labels)]) == 2
+    assert "not available for entities yet" in one_line_error(capsys, command)

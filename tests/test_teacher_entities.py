@@ -143,15 +143,18 @@ def test_outside_confidence() -> None:
     # a blank line that ends the list
     blank = gen(("Disease: A - T", 0.9), ("\n\n", 0.7), stop="blank")
     assert parse_generation(TEXT, blank, SCHEMA).outside_confidence == pytest.approx(0.7)
-    # nothing in the format: nothing is known about the O tokens
-    assert parse_generation(TEXT, gen("I cannot help with that."), SCHEMA).outside_confidence == 0.0
+    # nothing in the format: nothing is known about the O tokens (None: the student's default applies)
+    assert parse_generation(TEXT, gen("I cannot help with that."), SCHEMA).outside_confidence is None
 
 
 def test_a_truncated_reply_loses_its_cut_last_line_and_says_nothing_about_o_tokens() -> None:
     g = gen("Disease: Ataxia - telangiectasia\n", "Disease: recessive", stop="length")
     answer = parse_generation(TEXT, g, SCHEMA)
     assert spans(answer) == [(0, 23, "Disease")] and answer.truncated
-    assert answer.malformed == 1 and answer.outside_confidence == 0.0
+    assert answer.malformed == 1 and answer.outside_confidence is None
+    back = EntityAnswer.from_dict(json.loads(json.dumps(answer.to_dict())))  # None survives the JSON round trip
+    assert back == answer and back.outside_confidence is None
+    assert parse_generation(TEXT, back.generation, SCHEMA) == answer  # a cached answer re-parses the same
 
 
 def test_the_answer_is_json_serialisable() -> None:
@@ -326,15 +329,17 @@ def test_the_smallest_teacher_through_the_cache(smollm: Any, ncbi_texts: list[st
             for text, answer in zip(ncbi_texts, first.answers):
                 assert answer is not None and answer.generation is not None and answer.generation.reply
                 assert all(0 <= s.start < s.end <= len(text) and text[s.start:s.end].strip() == text[s.start:s.end] for s in answer.spans)
-                assert all(0 < s.confidence <= 1 for s in answer.spans) and 0 <= answer.outside_confidence <= 1
+                assert all(0 < s.confidence <= 1 for s in answer.spans) and (answer.outside_confidence is None or 0 <= answer.outside_confidence <= 1)
                 assert len(answer.generation.logprobs) == answer.completion_tokens <= 48
             assert first.usage.calls == len(ncbi_texts) and first.usage.prompt_tokens > 100 * len(ncbi_texts)
             assert 0 < first.usage.completion_tokens <= 48 * len(ncbi_texts)
             asked.clear()
             again = label_entities(smollm, ncbi_texts, cache, progress=False)
             assert asked == [] and again.n_asked == 0 and again.n_cached == len(ncbi_texts)
-            assert again.spans() == first.spans() and [a.outside_confidence for a in again.answers] == pytest.approx(
-                [a.outside_confidence for a in first.answers], abs=1e-5)
+            assert again.spans() == first.spans() and [a.outside_confidence is None for a in again.answers] == [
+                a.outside_confidence is None for a in first.answers]
+            assert [a.outside_confidence for a in again.answers if a.outside_confidence is not None] == pytest.approx(
+                [a.outside_confidence for a in first.answers if a.outside_confidence is not None], abs=1e-5)
     finally:
         del smollm.extract
 

@@ -154,6 +154,19 @@ def test_subword_soft_targets_from_span_confidences():
         subword_targets(TEXT, [(0, 7, "Drug", 1.5)], OFFSETS, SCHEMA)
 
 
+def test_a_truncated_reply_leaves_o_tokens_at_the_default_outside_confidence():
+    from llkd.student.tokens import DEFAULT_OUTSIDE_CONFIDENCE, subword_targets
+    from llkd.teacher.entities import Generation, parse_generation
+
+    for reply, stop in (("Drug: Aspirin\nDisease: bad head", "length"), ("I cannot help with that.", "eos")):
+        answer = parse_generation(TEXT, Generation(reply, stop=stop), SCHEMA)
+        assert answer.outside_confidence is None, reply  # the teacher knows nothing about the O tokens
+        spans = [(s.start, s.end, s.type, s.confidence) for s in answer.spans]
+        labels, probs, conf = subword_targets(TEXT, spans, OFFSETS, SCHEMA, outside_confidence=answer.outside_confidence)
+        o = labels == 0
+        assert o.any() and np.allclose(probs[o, 0], DEFAULT_OUTSIDE_CONFIDENCE) and np.allclose(conf[o], DEFAULT_OUTSIDE_CONFIDENCE)
+
+
 # --------------------------------------------------------------------------- real model
 
 NCBI = EntitySchema.from_names(["Disease"])

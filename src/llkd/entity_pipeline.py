@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -113,11 +114,24 @@ def load_split(data: DataConfig, which: str, schema: EntitySchema, require_gold:
     return split
 
 
+def _has_text_header(path: Path, text_column: str) -> bool:
+    """Whether the first line of a .tsv/.txt file is a column header naming ``text_column``."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False  # the CoNLL reader reports it
+    fields = [c.strip().strip('"') for c in re.split(r"[\t,;]", first.rstrip("\r\n"))]
+    return text_column in fields
+
+
 def load_texts(path: Path, text_column: str = "text", id_column: str | None = None) -> tuple[list[str], list[str]]:
     """(ids, texts) of a file to predict: CoNLL/IOB or JSONL as entity data (tags, if any,
-    ignored), other formats (CSV, Parquet) as text columns."""
+    ignored), other formats (CSV, Parquet) as text columns. A .tsv/.txt file whose header
+    names ``text_column`` is read as columns, any other as CoNLL."""
     suffix = path.suffix.lower()
-    if suffix in CONLL_SUFFIXES or (suffix in JSONL_SUFFIXES and text_column == "text" and id_column is None):
+    conll = suffix in CONLL_SUFFIXES and not (suffix in (".tsv", ".txt") and _has_text_header(path, text_column))
+    if conll or (suffix in JSONL_SUFFIXES and text_column == "text" and id_column is None):
         data = load_entities(path)
         return data.ids, data.texts
     from llkd.data.loading import load_texts as load_columns
@@ -159,14 +173,17 @@ def answer_stats(labels: Any) -> dict[str, Any]:
 
 
 def answer_records(ids: Sequence[str], texts: Sequence[str], labels: Any) -> list[dict[str, Any]]:
-    """One JSON record per text: its spans (with their text and confidence), the outside
-    confidence, or the failure. ``load_entities`` reads the file back as gold spans."""
+    """One JSON record per answered text: its spans (with their text and confidence) and the
+    outside confidence (null when the teacher's reply says nothing about it). Texts without an
+    answer (failed) are left out, so ``load_entities`` reads the file back as gold spans."""
     rows = []
-    for i, (rid, text, answer) in enumerate(zip(ids, texts, labels.answers)):
-        spans = None if answer is None else [{"start": s.start, "end": s.end, "type": s.type, "text": text[s.start:s.end],
-                                              "confidence": round(s.confidence, 5)} for s in answer.spans]
-        rows.append({"id": rid, "text": text, "spans": spans, "outside_confidence": None if answer is None else round(answer.outside_confidence, 5),
-                     "failure": labels.failures.get(i)})
+    for rid, text, answer in zip(ids, texts, labels.answers):
+        if answer is None:
+            continue
+        spans = [{"start": s.start, "end": s.end, "type": s.type, "text": text[s.start:s.end], "confidence": round(s.confidence, 5)}
+                 for s in answer.spans]
+        outside = None if answer.outside_confidence is None else round(answer.outside_confidence, 5)
+        rows.append({"id": rid, "text": text, "spans": spans, "outside_confidence": outside})
     return rows
 
 
@@ -189,15 +206,16 @@ def token_selector(cfg: SelectionConfig, schema: EntitySchema) -> Any:
                          student_threshold=cfg.student_threshold)
 
 
-def teacher_targets(labels: Any) -> tuple[list[int], list[list[tuple[int, int, str, float]]], list[float]]:
-    """(answered rows, their spans with confidences, their outside confidences)."""
+def teacher_targets(labels: Any) -> tuple[list[int], list[list[tuple[int, int, str, float]]], list[float | None]]:
+    """(answered rows, their spans with confidences, their outside confidences; None where the
+    teacher's reply says nothing about them, for the student's default)."""
     rows = [i for i, a in enumerate(labels.answers) if a is not None]
     spans = [[(s.start, s.end, s.type, s.confidence) for s in labels.answers[i].spans] for i in rows]
     return rows, spans, [labels.answers[i].outside_confidence for i in rows]
 
 
 def train_student(cfg: LLKDConfig, schema: EntitySchema, texts: Sequence[str], spans: Sequence[Sequence[Any]],
-                  outside: Sequence[float] | None = None, dev: EntitySet | None = None) -> Any:
+                  outside: Sequence[float | None] | None = None, dev: EntitySet | None = None) -> Any:
     """A token student trained on teacher spans, saved to ``student.output/model``."""
     import torch
 
@@ -318,8 +336,10 @@ def label(cfg: LLKDConfig, args: argparse.Namespace) -> int:
     if data.spans is not None:
         print(f"teacher entity micro-F1 against this file's gold: {entity_report(data.spans, labels.spans(), schema.names).micro_f1:.3f}")
     if args.export:
-        write_jsonl(args.export, answer_records(data.ids, data.texts, labels))
-        print(f"exported {len(data)} answers to {args.export} (jsonl)")
+        records = answer_records(data.ids, data.texts, labels)
+        write_jsonl(args.export, records)
+        left_out = f"; {len(data) - len(records)} failed texts left out" if len(records) < len(data) else ""
+        print(f"exported {len(records)} answers to {args.export} (jsonl){left_out}")
     return 1 if labels.failures else 0
 
 

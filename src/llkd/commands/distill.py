@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from llkd.config import LLKDConfig, add_config_flags, config_from_args, parse_amount
+from llkd.config import ConfigError, LLKDConfig, add_config_flags, config_from_args, parse_amount
 from llkd.data.errors import DataError
 from llkd.data.loading import TextSet
 from llkd.pipeline import calibration_summary, load_schema, load_split, train_and_evaluate, write_json
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from llkd.distill import TeacherSource, distill, resolve_limits
 
     cfg = config_from_args(args)
+    if cfg.data.task == "entities":
+        raise ConfigError("llkd distill is not available for entities yet; use `llkd label` and `llkd train` with --data-task entities")
     check_run(cfg)
     schema = load_schema(cfg.data)
     pool = load_split(cfg.data, "pool", schema)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from llkd.commands._console import print_table
-from llkd.config import add_config_flags, config_from_args
+from llkd.config import ConfigError, add_config_flags, config_from_args
 from llkd.data.loading import TextSet
 from llkd.pipeline import evaluate_probs, load_schema, load_split, pseudo_label, write_json
 
@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from llkd.teacher.calibration import CONTENT_FREE
 
     cfg = config_from_args(args)
+    if cfg.data.task == "entities":
+        raise ConfigError("llkd teacher-report is not available for entities yet; `llkd label` prints the entity teacher's F1 against a file's gold")
     data = cfg.data
     if getattr(data, args.split) is None and data.labels is None:
         data = bundled_demo_data()  # nothing given: the bundled AG News slice

@@ -13,7 +13,8 @@ Teacher targets per sub-word (:func:`subword_targets`):
   by default: every sub-word of a word is trained; ``rest="ignore"`` trains first sub-words);
 * soft distribution ``q``: a sub-word inside a teacher span of confidence ``c`` gets
   ``q[its B-/I- tag] = c`` and ``q[O] = 1 - c``; an ``O`` sub-word gets ``q[O] = o``, the text's
-  'no entity here' confidence (default :data:`DEFAULT_OUTSIDE_CONFIDENCE`), and ``1 - o``
+  'no entity here' confidence (:data:`DEFAULT_OUTSIDE_CONFIDENCE` when it is None, as the
+  teacher reports it for a truncated reply or one with no line in the format), and ``1 - o``
   spread evenly over the other tags; ignored sub-words get all zeros;
 * confidence: ``q`` at the hard tag (``c`` or ``o``), the teacher signal of the selection.
 
@@ -47,7 +48,7 @@ DEFAULT_OUTSIDE_CONFIDENCE = 0.9  # choice: a teacher that names spans says noth
 DEFAULT_SPAN_CONFIDENCE = 1.0
 TASK = "token-classification"
 
-OutsideConfidence = float | Sequence[float] | None
+OutsideConfidence = float | Sequence[float | None] | None  # None: unknown, the default applies
 
 
 # --------------------------------------------------------------------------- model

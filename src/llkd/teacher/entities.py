@@ -136,7 +136,8 @@ class EntityAnswer:
     """One text's entities: ``spans`` sorted, not overlapping, with confidences in (0, 1]."""
 
     spans: list[ScoredSpan]
-    outside_confidence: float  # P(no entity beyond ``spans``): the weight of the text's O tokens
+    outside_confidence: float | None  # P(no entity beyond ``spans``): the weight of the text's O tokens; None when
+    # the reply says nothing about them (truncated, or no line in the format): the student's default applies
     dropped: int = 0  # entity strings the text does not contain (or no occurrence left)
     malformed: int = 0  # lines not in the "type: words" format, or naming no schema type
     overlapping: int = 0  # spans removed by the overlap policy
@@ -165,7 +166,8 @@ class EntityAnswer:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "EntityAnswer":
         gen = raw.get("generation")
-        return cls([ScoredSpan(int(s), int(e), str(t), float(c)) for s, e, t, c in raw["spans"]], float(raw["outside_confidence"]),
+        return cls([ScoredSpan(int(s), int(e), str(t), float(c)) for s, e, t, c in raw["spans"]],
+                   None if raw.get("outside_confidence") is None else float(raw["outside_confidence"]),
                    int(raw.get("dropped", 0)), int(raw.get("malformed", 0)), int(raw.get("overlapping", 0)), bool(raw.get("truncated", False)),
                    str(raw.get("method", METHOD)), Generation.from_dict(gen) if gen else None)
 
@@ -330,14 +332,15 @@ def parse_generation(text: str, generation: Generation, schema: EntitySchema, sp
         elif kind == "malformed":
             malformed += 1
     spans, dropped, overlapping = align(text, items)
-    if truncated:
-        outside = 0.0
+    outside: float | None
+    if truncated:  # cut short: nothing is known about the O tokens
+        outside = None
     elif items:
         outside = _stop_probability(tokens, generation.reply, last_end) if tokens else 1.0
     elif none_line is not None:
         outside = _line_confidence(tokens, *none_line, span_confidence)
-    else:
-        outside = 0.0
+    else:  # no line in the format: nothing is known about the O tokens
+        outside = None
     return EntityAnswer(spans, outside, dropped, malformed, overlapping, truncated, METHOD, generation)
 
 
