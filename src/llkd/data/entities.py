@@ -36,6 +36,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import yaml
 
 from llkd.data.errors import DataError
+from llkd.data.loading import decode_utf8
 from llkd.data.schema import _SchemaLoader  # scalars kept as written (a type named "yes" stays text)
 from llkd.errors import yaml_problem
 
@@ -492,12 +493,7 @@ def _decode_file(path: Path) -> str:
         raise DataError(f"{path}: a folder, not an entity data file")
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}: line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); re-encode the file as UTF-8") from e
+    return decode_utf8(path)
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:

@@ -56,7 +56,8 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _decode(path: Path) -> str:
+def decode_utf8(path: Path) -> str:
+    """A data file's text; non-UTF-8 bytes get one line naming the line and offset."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")
@@ -145,7 +146,7 @@ def _read_rows(path: Path, split: str | None = None) -> tuple[list[dict[str, Any
             raise DataError(f"{path}: not a readable Parquet file ({reason})") from e
         rows = table.to_pylist()
         return rows, list(range(1, len(rows) + 1)), list(table.column_names)
-    text = _decode(path)
+    text = decode_utf8(path)
     if suffix in (".jsonl", ".json", ".ndjson"):
         rows, lines, columns = [], [], {}
         for n, line in enumerate(text.splitlines(), start=1):

@@ -189,6 +189,12 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, opset: int = 
     """Export a trained student to ONNX (logits output, dynamic batch and length)."""
     model, tokenizer, _ = load_trained(folder)
     out = Path(out) if out else Path(folder) / "model.onnx"
+    return export_logits_onnx(model, tokenizer, out, opset, {0: "batch"})
+
+
+def export_logits_onnx(model: Any, tokenizer: Any, out: Path, opset: int, logits_axes: dict[int, str]) -> Path:
+    """``model``'s logits as an ONNX graph of input_ids and attention_mask (dynamic batch and
+    length; ``logits_axes``: the dynamic axes of the output). Shared by both student kinds."""
     sample = tokenizer(["an example text"], return_tensors="pt")
 
     class _Logits(torch.nn.Module):
@@ -205,7 +211,7 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, opset: int = 
         str(out),
         input_names=["input_ids", "attention_mask"],
         output_names=["logits"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": logits_axes},
         opset_version=opset,
         dynamo=False,
     )

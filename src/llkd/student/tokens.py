@@ -39,7 +39,7 @@ from llkd.data.entities import IGNORE_INDEX, EntitySchema, Span, sorted_spans, s
 from llkd.evaluation.entity_metrics import entity_f1
 from llkd.models import student_path
 from llkd.selection.tokens import TokenSelector, masked_labels, token_loss
-from llkd.student.model import METADATA
+from llkd.student.model import METADATA, export_logits_onnx
 from llkd.student.trainer import seed_everything
 
 log = logging.getLogger("llkd.student.tokens")
@@ -262,22 +262,7 @@ def export_token_onnx(folder: str | Path, out: str | Path | None = None, opset: 
     [batch, sequence, tags] (dynamic batch and length)."""
     model, tokenizer, _, _ = load_token_trained(folder)
     out = Path(out) if out else Path(folder) / "model.onnx"
-    sample = tokenizer(["an example text"], return_tensors="pt")
-
-    class _Logits(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    dynamic = {0: "batch", 1: "sequence"}
-    torch.onnx.export(_Logits(model.eval()), (sample["input_ids"], sample["attention_mask"]), str(out),
-                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                      dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "logits": dynamic},
-                      opset_version=opset, dynamo=False)
-    return out
+    return export_logits_onnx(model, tokenizer, out, opset, {0: "batch", 1: "sequence"})
 
 
 # --------------------------------------------------------------------------- training
